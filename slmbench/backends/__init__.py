@@ -1,0 +1,23 @@
+"""Backends: the runtime that executes a model (transformers/torch here; llama.cpp joins later).
+
+A backend loads ModelFiles under a Variant onto a device adapter and returns an Engine (see torch_hf.Engine for
+the interface scenarios rely on). One registry: `@register_backend("torch")`.
+"""
+from __future__ import annotations
+
+BACKENDS: dict = {}
+
+
+def register_backend(name: str):
+    def deco(fn):
+        BACKENDS[name] = fn
+        return fn
+    return deco
+
+
+def load_engine(files, variant, adapter, progress=print):
+    from . import torch_hf  # noqa: F401
+    from ..errors import Unsupported
+    if variant.backend not in BACKENDS:
+        raise Unsupported(f"backend {variant.backend!r} is not available (known: {', '.join(sorted(BACKENDS))})")
+    return BACKENDS[variant.backend](files, variant, adapter, progress)

@@ -1,0 +1,162 @@
+"""transformers + torch backend. Greedy generation with a fixed new-token count; per-token timestamps come from a
+streamer callback (one perf_counter per token), so the measured loop *is* `model.generate`."""
+from __future__ import annotations
+
+import time
+
+from ..errors import Unsupported
+from . import register_backend
+
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+# A fixed public-domain passage (Austen, Pride and Prejudice, ch. 1) tiled to any prompt length; real text keeps
+# attention patterns and token statistics realistic. Tokenization is done before timing.
+PROMPT_TEXT = (
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of "
+    "a wife. However little known the feelings or views of such a man may be on his first entering a neighbourhood, "
+    "this truth is so well fixed in the minds of the surrounding families, that he is considered the rightful "
+    "property of some one or other of their daughters. \"My dear Mr. Bennet,\" said his lady to him one day, \"have "
+    "you heard that Netherfield Park is let at last?\" Mr. Bennet replied that he had not. \"But it is,\" returned "
+    "she; \"for Mrs. Long has just been here, and she told me all about it.\" Mr. Bennet made no answer. "
+)
+
+
+class TokenClock:
+    """A transformers streamer that timestamps each new token. The first put() is the prompt itself."""
+
+    def __init__(self, delay_s: float = 0.0):
+        self.times: list[float] = []
+        self._seen_prompt = False
+        self._delay = delay_s  # test-only injected slowdown per decoded token
+
+    def put(self, value):
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        if self._delay and self.times:
+            time.sleep(self._delay)
+        self.times.append(time.perf_counter())
+
+    def end(self):
+        pass
+
+
+class Engine:
+    backend = "torch"
+
+    def __init__(self, model, tokenizer, variant, adapter, origin: str):
+        self.model, self.tokenizer, self.variant, self.adapter, self.origin = model, tokenizer, variant, adapter, origin
+        self.config = model.config
+        self.device = adapter.torch_device
+
+    # --- inputs ---------------------------------------------------------------------------------------------
+    def prompt_ids(self, n: int) -> list[int]:
+        ids = self.tokenizer(PROMPT_TEXT, add_special_tokens=False)["input_ids"]
+        while len(ids) < n:
+            ids = ids + ids
+        return ids[:n]
+
+    # --- execution ------------------------------------------------------------------------------------------
+    def generate(self, ids: list[int], n_new: int, clock: TokenClock | None = None, past=None):
+        import torch
+        x = torch.tensor([ids], device=self.device)
+        with torch.inference_mode():
+            out = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n_new,
+                                      min_new_tokens=n_new, do_sample=False, streamer=clock,
+                                      past_key_values=past, pad_token_id=self._pad_id(), return_dict_in_generate=True)
+        self.adapter.sync()
+        return out
+
+    def prefill(self, ids: list[int], past=None):
+        """One forward pass over `ids` on top of `past` (a fresh KV cache if None); returns the cache."""
+        import torch
+        from transformers import DynamicCache
+        cache = past if past is not None else DynamicCache(config=self.config)
+        start = cache.get_seq_length()
+        x = torch.tensor([ids], device=self.device)
+        pos = torch.arange(start, start + len(ids), device=self.device)
+        with torch.inference_mode():
+            self.model(x, past_key_values=cache, use_cache=True, cache_position=pos)
+        self.adapter.sync()
+        return cache
+
+    def _pad_id(self):
+        t = self.tokenizer
+        return t.pad_token_id if t.pad_token_id is not None else t.eos_token_id
+
+    # --- static facts ---------------------------------------------------------------------------------------
+    def param_count(self) -> int:
+        return sum(p.numel() for p in _unique_params(self.model))
+
+    def weight_bytes(self) -> int:
+        """Bytes stored for weights (unique tensors, so tied embeddings count once)."""
+        return sum(p.numel() * p.element_size() for p in _unique_params(self.model))
+
+    def weight_bytes_per_token(self) -> int:
+        """Bytes a batch-1 decode step must read: all weights, except an untied input embedding (one row read)."""
+        total = self.weight_bytes()
+        emb, head = self.model.get_input_embeddings(), self.model.get_output_embeddings()
+        if head is None or emb.weight.data_ptr() != head.weight.data_ptr():
+            total -= emb.weight.numel() * emb.weight.element_size()
+        return total
+
+    def kv_bytes_per_token_formula(self) -> int:
+        c = self.config
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        elem = next(self.model.parameters()).element_size()
+        return 2 * c.num_hidden_layers * kv_heads * head_dim * elem
+
+    @staticmethod
+    def kv_bytes_measured(cache) -> tuple[int, int]:
+        """(bytes held by the cache's key/value tensors, cached sequence length)."""
+        total = 0
+        for layer in cache.layers:
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                if t is not None:
+                    total += t.numel() * t.element_size()
+        return total, cache.get_seq_length()
+
+    def describe(self) -> dict:
+        c = self.config
+        return {"backend": self.backend, "origin": self.origin, "model_type": c.model_type,
+                "params": self.param_count(), "weight_bytes": self.weight_bytes(),
+                "layers": c.num_hidden_layers, "heads": c.num_attention_heads,
+                "kv_heads": getattr(c, "num_key_value_heads", None), "vocab": c.vocab_size,
+                "dtype": self.variant.dtype}
+
+
+def _unique_params(model):
+    seen = set()
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            yield p
+
+
+@register_backend("torch")
+def load(files, variant, adapter, progress=print) -> Engine:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, _DTYPES[variant.dtype])
+    if variant.quantization not in ("none", "int8_dynamic"):
+        raise Unsupported(f"quantization {variant.quantization!r} is not implemented for the torch backend")
+    if variant.quantization == "int8_dynamic" and adapter.torch_device != "cpu":
+        raise Unsupported("torch dynamic int8 quantization runs on CPU only")
+    if files.config is not None:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(files.config, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(files.hf_dir), dtype=dtype, trust_remote_code=False)
+    model.eval().to(adapter.torch_device)
+    tok = AutoTokenizer.from_pretrained(str(files.tokenizer_dir))
+    if variant.quantization == "int8_dynamic":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    if variant.compile:
+        # Static cache + torch.compile; on CPU transformers only auto-compiles when told to (DESIGN).
+        model.generation_config.cache_implementation = "static"
+        cc = model.generation_config.compile_config
+        if cc is not None:
+            cc._compile_all_devices = True
+    return Engine(model, tok, variant, adapter, files.origin)

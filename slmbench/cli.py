@@ -1,0 +1,133 @@
+"""slmbench command line: run, validate, results, report. Bad input → one line on stderr, exit 2."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+from .settings import default_out_dir
+
+
+def _out(p) -> Path:
+    return Path(p) if p else default_out_dir()
+
+
+def cmd_validate(a) -> int:
+    from .suite import expand, load_suite
+    suite = load_suite(a.suite)
+    jobs = expand(suite, Path(a.suite).resolve().parent)
+    print(f"{a.suite}: ok — suite '{suite.name}', {len(jobs)} jobs")
+    if a.verbose:
+        for j in jobs:
+            print(f"  {j.key}  {j.label}")
+    return 0
+
+
+def cmd_run(a) -> int:
+    from rich.console import Console
+    from .runner import run_suite
+    console = Console(stderr=True)
+    out = _out(a.out)
+    run_id = run_suite(a.suite, out, run_id=a.run_id, resume=a.resume, console=console)
+    from .store import Store
+    from .report.render import to_rich
+    st = Store(out)
+    df = st.rows(run_id)
+    console.print(to_rich(df, title=f"run {run_id}"))
+    from .report.tables import failures, sources_note
+    for n in sources_note(df):
+        console.print(f"[dim]{n}[/]")
+    fails = failures(df)
+    console.print(f"{len(st.jobs(run_id))} jobs, {len(fails)} not ok. Report: slmbench report --run {run_id}"
+                  + (f" --out {out}" if a.out else ""))
+    return 0
+
+
+def _pick_run(store, run_id: str | None) -> str:
+    rid = run_id or store.latest_run()
+    if not rid:
+        raise UserError("no runs in the store yet", file=str(store.path), field="--run")
+    if store.db.execute("SELECT 1 FROM runs WHERE run_id=?", (rid,)).fetchone() is None:
+        raise UserError(f"no run {rid!r} in the store", file=str(store.path), field="--run")
+    return rid
+
+
+def _open_store(out: Path):
+    from .store import Store, db_path
+    if not db_path(out).is_file():
+        raise UserError("no results store here (run a suite first, or pass --out)", file=str(db_path(out)))
+    return Store(out)
+
+
+def cmd_results(a) -> int:
+    st = _open_store(_out(a.out))
+    df = st.rows(None if a.all else _pick_run(st, a.run), samples=a.samples)
+    if a.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    else:
+        sys.stdout.write(df.to_json(orient="records", indent=1) + "\n")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .report import render
+    st = _open_store(_out(a.out))
+    rid = _pick_run(st, a.run)
+    df, man = st.rows(rid), st.manifest(rid)
+    text = {"md": lambda: render.to_markdown(df, rid, man), "html": lambda: render.to_html(df, rid, man),
+            "json": lambda: render.to_json(df, rid, man)}[a.format]()
+    if a.output:
+        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.output).write_text(text, encoding="utf-8")
+        print(f"wrote {a.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slmbench", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def add(name, fn, help):
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("--out", help="results directory (default ./reports, or $SLMBENCH_OUT)")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("validate", cmd_validate, "check a suite without running it")
+    sp.add_argument("suite")
+    sp.add_argument("-v", "--verbose", action="store_true", help="list the planned jobs")
+    sp = add("run", cmd_run, "run a suite")
+    sp.add_argument("suite")
+    sp.add_argument("--run-id", help="name the run (re-using an id resumes it)")
+    sp.add_argument("--resume", action="store_true", help="finish the latest run of this suite")
+    sp = add("results", cmd_results, "tidy result rows to stdout")
+    sp.add_argument("--run", help="run id (default: latest)")
+    sp.add_argument("--all", action="store_true", help="every run")
+    sp.add_argument("--format", choices=["csv", "json"], default="csv")
+    sp.add_argument("--samples", action="store_true", help="include raw samples")
+    sp = add("report", cmd_report, "render a run's report")
+    sp.add_argument("--run", help="run id (default: latest)")
+    sp.add_argument("--format", choices=["md", "html", "json"], default="md")
+    sp.add_argument("--output", help="write to this file instead of stdout")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except UserError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished jobs are in the store; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

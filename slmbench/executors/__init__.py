@@ -1,0 +1,1 @@
+"""Executors: where and how jobs run. `local` (default) runs each job in its own process."""

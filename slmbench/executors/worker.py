@@ -1,0 +1,84 @@
+"""The job process: set up the device, load the model variant, run one scenario, write the result file.
+
+    python -m slmbench.executors.worker JOB.json RESULT.json
+
+Runs in its own process so one job's memory, threads and crashes never leak into the next. The result file is
+written atomically at the very end; no file means the process died (the executor records why).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+
+
+def run_job(job) -> dict:
+    from .. import models, scenarios
+    from ..adapters import load_profile, make_adapter
+    from ..backends import load_engine
+    from ..errors import JobError
+
+    random.seed(job.seed)
+    profile = load_profile(job.device)
+    adapter = make_adapter(profile, job.variant.threads or job.device_threads)
+    info: dict = {}
+    try:
+        adapter.setup()
+        import torch
+        torch.manual_seed(job.seed)
+        info["device"] = adapter.info()
+        sdef = scenarios.get(job.scenario)
+        params = sdef.params(**job.params)
+        ctx = scenarios.JobContext(engine=None, adapter=adapter, settings=job.settings, seed=job.seed,
+                                   variant=job.variant)
+        if sdef.needs_engine:
+            files = models.resolve(job.model, progress=lambda m: print(m, file=sys.stderr))
+            ctx.baseline_rss_bytes = adapter.memory_bytes()
+            adapter.reset_peak_memory()
+            t0 = time.perf_counter()
+            ctx.engine = load_engine(files, job.variant, adapter)
+            adapter.sync()
+            ctx.load_s = time.perf_counter() - t0
+            ctx.load_peak_bytes = adapter.peak_memory_bytes()
+            info["model"] = ctx.engine.describe()
+        ballast = _inject_alloc(job.variant.inject_alloc_mb)
+        metrics = sdef.fn(ctx, params)
+        del ballast
+        return {"status": "ok", "error": None, "metrics": [m.to_dict() for m in metrics], "info": info}
+    except JobError as e:
+        return {"status": e.status, "error": e.message, "metrics": [], "info": info}
+    except MemoryError as e:
+        return {"status": "oom", "error": f"MemoryError: {e}", "metrics": [], "info": info}
+
+
+def _inject_alloc(mb: float):
+    """Test-only knob: hold `mb` of touched memory for the scenario's duration (a known memory regression)."""
+    if not mb:
+        return None
+    b = bytearray(int(mb * 1e6))
+    for i in range(0, len(b), 4096):
+        b[i] = 1
+    return b
+
+
+def main(argv: list[str]) -> int:
+    from ..suite import Job
+    job_file, result_file = Path(argv[0]), Path(argv[1])
+    job = Job.from_json(json.loads(job_file.read_text()))
+    try:
+        res = run_job(job)
+    except Exception as e:  # recorded, not raised: the suite goes on
+        res = {"status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500], "metrics": [],
+               "info": {"traceback": traceback.format_exc()[-4000:]}}
+    tmp = result_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, default=str))
+    os.replace(tmp, result_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

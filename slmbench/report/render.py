@@ -1,0 +1,80 @@
+"""Render a run: rich (terminal), Markdown (CI comments), HTML (self-contained, escaped), JSON."""
+from __future__ import annotations
+
+import html
+import json
+
+import pandas as pd
+
+from .tables import failures, sources_note, summary
+
+
+def to_rich(df: pd.DataFrame, title: str = "slmbench"):
+    from rich.table import Table
+    header, rows = summary(df)
+    t = Table(title=title, show_lines=False)
+    for h in header:
+        t.add_column(h, overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def _md_table(header, rows) -> str:
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    out = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def to_markdown(df: pd.DataFrame, run_id: str, manifest: dict) -> str:
+    header, rows = summary(df)
+    host = manifest.get("host", {})
+    vers = manifest.get("versions", {})
+    lines = [f"# slmbench run `{run_id}`", "",
+             f"Host: {host.get('cpu_model', '?')}, {host.get('logical_cpus', '?')} CPUs, {host.get('ram_gb', '?')} GB; "
+             f"torch {vers.get('torch', '?')}, transformers {vers.get('transformers', '?')}; "
+             f"commit {(manifest.get('git') or {}).get('commit') or 'n/a'}", "",
+             "Values are medians ± half-width of the 95% CI of the median (range when fewer than 6 repetitions).", ""]
+    if rows:
+        lines += [_md_table(header, rows), ""]
+    notes = sources_note(df)
+    if notes:
+        lines += ["**Not measured by a counter:**", ""] + [f"- {n}" for n in notes] + [""]
+    fails = failures(df)
+    if fails:
+        lines += ["## Failed or unsupported jobs", "",
+                  _md_table(["model", "variant", "device", "scenario", "status", "error"], fails), ""]
+    return "\n".join(lines)
+
+
+def to_html(df: pd.DataFrame, run_id: str, manifest: dict, extra_html: str = "") -> str:
+    header, rows = summary(df)
+
+    def table(h, rs):
+        th = "".join(f"<th>{html.escape(str(x))}</th>" for x in h)
+        trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rs)
+        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+    parts = [f"<h1>slmbench run <code>{html.escape(run_id)}</code></h1>",
+             "<p>Values are medians ± half-width of the 95% CI of the median.</p>", table(header, rows)]
+    notes = sources_note(df)
+    if notes:
+        parts.append("<h2>Not measured by a counter</h2><ul>" +
+                     "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    fails = failures(df)
+    if fails:
+        parts.append("<h2>Failed or unsupported jobs</h2>" +
+                     table(["model", "variant", "device", "scenario", "status", "error"], fails))
+    parts.append(extra_html)
+    parts.append("<h2>Environment manifest</h2><pre>" + html.escape(json.dumps(manifest, indent=1, default=str)) +
+                 "</pre>")
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}th{background:#f3f3f3}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>slmbench {html.escape(run_id)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def to_json(df: pd.DataFrame, run_id: str, manifest: dict) -> str:
+    return json.dumps({"run_id": run_id, "manifest": manifest,
+                       "rows": json.loads(df.to_json(orient="records"))}, indent=1, default=str)
