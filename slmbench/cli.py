@@ -30,7 +30,7 @@ def cmd_run(a) -> int:
     from .runner import run_suite
     console = Console(stderr=True)
     out = _out(a.out)
-    run_id = run_suite(a.suite, out, run_id=a.run_id, resume=a.resume, console=console)
+    run_id = run_suite(a.suite, out, run_id=a.run_id, resume=a.resume, console=console, force=a.force)
     from .store import Store
     from .report.render import to_rich
     st = Store(out)
@@ -87,6 +87,27 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_overhead(a) -> int:
+    """Harness decode tok/s vs a bare model.generate loop in this process (the overhead check)."""
+    import json
+    from .adapters import load_profile, make_adapter
+    from .backends import load_engine
+    from .benchmarks.overhead import measure
+    from .models import resolve
+    from .suite import ModelSpec, Variant
+    adapter = make_adapter(load_profile(a.device), a.threads)
+    adapter.setup()
+    spec = ModelSpec(name="m", source=a.source, path=a.path)
+    eng = load_engine(resolve(spec, progress=lambda m: print(m, file=sys.stderr)), Variant(), adapter)
+    r = measure(eng, a.prompt_tokens, a.gen_tokens, a.pairs)
+    print(f"bare model.generate: {r['bare_decode_tok_s']:.2f} tok/s; harness: {r['harness_decode_tok_s']:.2f} tok/s; "
+          f"difference {100 * r['harness_vs_bare']:+.2f}% ({r['pairs']} interleaved pairs, prompt {r['prompt_tokens']}, "
+          f"{r['gen_tokens']} new tokens, {adapter.threads} threads)")
+    if a.json:
+        print(json.dumps(r))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slmbench", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -104,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("suite")
     sp.add_argument("--run-id", help="name the run (re-using an id resumes it)")
     sp.add_argument("--resume", action="store_true", help="finish the latest run of this suite")
+    sp.add_argument("--force", action="store_true", help="resume even though the suite file changed")
     sp = add("results", cmd_results, "tidy result rows to stdout")
     sp.add_argument("--run", help="run id (default: latest)")
     sp.add_argument("--all", action="store_true", help="every run")
@@ -113,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--run", help="run id (default: latest)")
     sp.add_argument("--format", choices=["md", "html", "json"], default="md")
     sp.add_argument("--output", help="write to this file instead of stdout")
+    sp = add("overhead", cmd_overhead, "benchmark: harness decode tok/s vs a bare model.generate loop")
+    sp.add_argument("--source", default="smollm2", help="model source (smollm2 | hf | random)")
+    sp.add_argument("--path", help="model path for source hf")
+    sp.add_argument("--device", default="local-cpu")
+    sp.add_argument("--threads", type=int)
+    sp.add_argument("--prompt-tokens", type=int, default=128)
+    sp.add_argument("--gen-tokens", type=int, default=64)
+    sp.add_argument("--pairs", type=int, default=10)
+    sp.add_argument("--json", action="store_true")
     return p
 
 

@@ -38,7 +38,7 @@ class Metric:
         if self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
             return "n/a"
         v = fmt_num(self.value)
-        sp = f" ± {fmt_num(self.spread)}" if self.spread else ""
+        sp = f" ± {fmt_spread(self.spread)}" if self.spread else ""
         tag = "" if self.source == "measured" else f" ({self.source})"
         return f"{v}{sp} {self.unit}{tag}".strip()
 
@@ -61,3 +61,8 @@ def fmt_num(x: float) -> str:
     if ax >= 0.01:
         return f"{x:.3f}"
     return f"{x:.3g}"
+
+
+def fmt_spread(x: float) -> str:
+    """Spreads need two significant digits, not more."""
+    return f"{x:.2g}" if abs(x) < 1000 else f"{x:,.0f}"

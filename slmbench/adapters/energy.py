@@ -2,11 +2,11 @@
 from the process's CPU time × the profile's per-core power — always labelled `estimated`."""
 from __future__ import annotations
 
-import os
+import time
 
 
 class CpuTimeEstimate:
-    """E ≈ (user+sys CPU seconds of this process) × W per active core. No sampler thread: two reads of os.times()."""
+    """E ≈ (CPU seconds of this process, all threads) × W per active core. No sampler thread: one clock read."""
     source = "estimated"
 
     def __init__(self, per_core_w: float, why: str):
@@ -14,8 +14,7 @@ class CpuTimeEstimate:
         self.note = f"estimated: process CPU time × {per_core_w:g} W/core (device profile); {why}"
 
     def read(self) -> float:
-        t = os.times()
-        return (t.user + t.system) * self.per_core_w
+        return time.process_time() * self.per_core_w  # CLOCK_PROCESS_CPUTIME_ID: ns resolution, unlike os.times
 
 
 class RaplMeter:

@@ -21,6 +21,12 @@ PROMPT_TEXT = (
 )
 
 
+def _cache_kw() -> str:
+    """transformers 5.2x renamed the cache argument `past_key_values` → `cache`; support both."""
+    import transformers.generation.utils as gu
+    return "cache" if "cache" in getattr(gu, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
 class TokenClock:
     """A transformers streamer that timestamps each new token. The first put() is the prompt itself."""
 
@@ -39,6 +45,9 @@ class TokenClock:
 
     def end(self):
         pass
+
+
+_CACHE_KW = _cache_kw()
 
 
 class Engine:
@@ -60,10 +69,11 @@ class Engine:
     def generate(self, ids: list[int], n_new: int, clock: TokenClock | None = None, past=None):
         import torch
         x = torch.tensor([ids], device=self.device)
+        kw = {_CACHE_KW: past} if past is not None else {}
         with torch.inference_mode():
             out = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n_new,
                                       min_new_tokens=n_new, do_sample=False, streamer=clock,
-                                      past_key_values=past, pad_token_id=self._pad_id(), return_dict_in_generate=True)
+                                      pad_token_id=self._pad_id(), return_dict_in_generate=True, **kw)
         self.adapter.sync()
         return out
 
@@ -76,7 +86,7 @@ class Engine:
         x = torch.tensor([ids], device=self.device)
         pos = torch.arange(start, start + len(ids), device=self.device)
         with torch.inference_mode():
-            self.model(x, past_key_values=cache, use_cache=True, cache_position=pos)
+            self.model(x, use_cache=True, cache_position=pos, **{_CACHE_KW: cache})
         self.adapter.sync()
         return cache
 
@@ -148,7 +158,8 @@ def load(files, variant, adapter, progress=print) -> Engine:
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(files.config, dtype=dtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(files.hf_dir), dtype=dtype, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(str(files.hf_dir), dtype=dtype,
+                                                     trust_remote_code=getattr(files, "trust_remote_code", False))
     model.eval().to(adapter.torch_device)
     tok = AutoTokenizer.from_pretrained(str(files.tokenizer_dir))
     if variant.quantization == "int8_dynamic":

@@ -10,13 +10,15 @@ from .tables import failures, sources_note, summary
 
 
 def to_rich(df: pd.DataFrame, title: str = "slmbench"):
+    """Transposed for terminals: one row per metric, one column per model variant × device."""
     from rich.table import Table
     header, rows = summary(df)
     t = Table(title=title, show_lines=False)
-    for h in header:
-        t.add_column(h, overflow="fold")
+    t.add_column("metric", style="bold")
     for r in rows:
-        t.add_row(*r)
+        t.add_column(f"{r[0]}\n{r[1]}\n{r[2]}", overflow="fold")
+    for i, h in enumerate(header[3:], start=3):
+        t.add_row(h, *[r[i] for r in rows])
     return t
 
 

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from ..metrics import fmt_num
+from ..metrics import fmt_num, fmt_spread
 
 # (metric, column title) in display order; a column appears only if some row has it.
 HEADLINE = [
@@ -31,9 +31,9 @@ def cell(r: pd.Series) -> str:
         return "n/a"
     s = fmt_num(r["value"])
     if r.get("spread") is not None and not pd.isna(r["spread"]) and r["spread"]:
-        s += f" ± {fmt_num(r['spread'])}"
+        s += f" ± {fmt_spread(r['spread'])}"
     if r.get("source") and r["source"] != "measured":
-        s += f" ({r['source'][:4]}.)"
+        s += f" ({r['source'][:3]}.)"
     return s
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks of slmbench itself (commands that print figures; never timed assertions in tests)."""
