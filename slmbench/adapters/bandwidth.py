@@ -38,13 +38,28 @@ def _key(threads: int) -> str:
 
 
 def cached(threads: int) -> dict | None:
+    return _load().get(_key(threads))
+
+
+def _load() -> dict:
     f = cache_dir() / "bandwidth.json"
-    if f.is_file():
-        try:
-            return json.loads(f.read_text()).get(_key(threads))
-        except (OSError, ValueError):
-            return None
-    return None
+    try:
+        return json.loads(f.read_text()) if f.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(data: dict) -> None:
+    f = cache_dir() / "bandwidth.json"
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(f)
+
+
+def forget(threads: int) -> None:
+    data = _load()
+    data.pop(_key(threads), None)
+    _save(data)
 
 
 def ensure(threads: int) -> dict | None:
@@ -57,17 +72,9 @@ def ensure(threads: int) -> dict | None:
     if r.returncode != 0:
         return None
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    f = cache_dir() / "bandwidth.json"
-    data = {}
-    if f.is_file():
-        try:
-            data = json.loads(f.read_text())
-        except ValueError:
-            data = {}
+    data = _load()
     data[_key(threads)] = res
-    tmp = f.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(f)
+    _save(data)
     return res
 
 

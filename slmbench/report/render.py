@@ -68,6 +68,8 @@ def to_html(df: pd.DataFrame, run_id: str, manifest: dict, extra_html: str = "")
     if fails:
         parts.append("<h2>Failed or unsupported jobs</h2>" +
                      table(["model", "variant", "device", "scenario", "status", "error"], fails))
+    from .plots import depth_sweep
+    parts.append(depth_sweep(df))
     parts.append(extra_html)
     parts.append("<h2>Environment manifest</h2><pre>" + html.escape(json.dumps(manifest, indent=1, default=str)) +
                  "</pre>")
