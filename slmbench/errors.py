@@ -12,8 +12,10 @@ class UserError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
+        """Always one line: newlines and control characters in a message (e.g. from YAML) become spaces."""
         where = ": ".join(str(p) for p in (self.file, self.field) if p)
-        return f"{where}: {self.message}" if where else self.message
+        text = f"{where}: {self.message}" if where else str(self.message)
+        return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 class JobError(Exception):

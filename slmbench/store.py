@@ -1,7 +1,8 @@
 """Results store: one SQLite file, tidy rows (one per run × job × metric), a manifest per run, raw samples kept.
 
-Crash safety: WAL journal; a job's status row and all its metric rows are written in one transaction, so a run
-killed at any moment leaves either the whole job or none of it. Resume skips jobs already final in the run.
+Crash safety: WAL journal with synchronous=FULL; a job's status row and all its metric rows are written in one
+transaction, so a run killed at any moment (kill -9 included) leaves either the whole job or none of it, and
+UNIQUE (run_id, job_id, metric, labels) makes a duplicate row impossible. Resume skips jobs already final in the run.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+
+from .errors import UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -39,11 +42,16 @@ def db_path(out_dir: str | Path) -> Path:
 class Store:
     def __init__(self, out_dir: str | Path):
         self.path = db_path(out_dir)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:  # not a database, read-only, disk full: one clear line, not a traceback
+            raise UserError(f"cannot open the results store: {e}", file=str(self.path))
+        except OSError as e:
+            raise UserError(f"cannot open the results store: {e.strerror or e}", file=str(self.path))
 
     def close(self):
         self.db.close()
@@ -106,6 +114,13 @@ class Store:
     def runs(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT run_id, suite, suite_path, created, finished, status FROM runs "
                                  "ORDER BY created", self.db)
+
+    def run_meta(self, run_id: str) -> dict | None:
+        """The run's own row (suite, suite_path, suite_sha, created, finished, status), or None if unknown."""
+        cur = self.db.execute("SELECT run_id, suite, suite_path, suite_sha, created, finished, status FROM runs "
+                              "WHERE run_id=?", (run_id,))
+        r = cur.fetchone()
+        return dict(zip([c[0] for c in cur.description], r)) if r else None
 
     def manifest(self, run_id: str) -> dict:
         r = self.db.execute("SELECT manifest FROM runs WHERE run_id=?", (run_id,)).fetchone()

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
 
@@ -24,15 +27,24 @@ class RunSettings(_Strict):
     min_duration_s: float = Field(3.0, ge=0, le=3600, description="minimum total timed duration")
     max_repetitions: int = Field(200, ge=1, le=100_000)
     timeout_s: float = Field(900, gt=0, le=86_400, description="wall-clock limit per job")
-    memory_limit_gb: float | None = Field(None, gt=0, le=4096, description="per-job resident memory cap")
+    memory_limit_gb: float | None = Field(None, gt=0, le=4096,
+                                         description="per-job resident memory cap (default: 90% of RAM)")
+
+    @model_validator(mode="after")
+    def _reps(self):
+        if self.max_repetitions < self.repetitions:
+            raise ValueError(f"max_repetitions ({self.max_repetitions}) is below repetitions ({self.repetitions})")
+        return self
 
 
 class Variant(_Strict):
     """Knobs that change what is measured. Every result row carries all of them."""
     backend: str = "torch"
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    quantization: str = "none"
+    quantization: str = Field("none", description="torch: none|int8_dynamic|int8_weight_only|intx4_weight_only|"
+                              "int8da_int4w|...; llamacpp: f32|f16|q8_0|q4_0|q4_k_m|... (slmbench.quant)")
     compile: bool = False
+    load: Literal["mmap", "full"] = Field("mmap", description="weights memory-mapped, or read fully into memory")
     threads: int | None = Field(None, ge=1, le=1024)
     # Test-only knobs that inject a known regression, so detection can be proven on real runs.
     inject_decode_delay_ms: float = Field(0.0, ge=0, le=10_000)
@@ -48,8 +60,11 @@ class ModelSpec(_Strict):
     knobs: dict[str, Any] = Field(default_factory=dict, description="fixed variant knobs for this model")
 
 
+DEVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a file stem in devices/: no paths
+
+
 class DeviceRef(_Strict):
-    name: str = Field(min_length=1, description="a profile in devices/ (without .yaml)")
+    name: str = Field(min_length=1, pattern=DEVICE_NAME, description="a profile in devices/ (without .yaml)")
     threads: int | None = Field(None, ge=1, le=1024)
 
 
@@ -136,22 +151,57 @@ def _first_error(e: ValidationError) -> tuple[str, str]:
     # Prefer errors from the structured branch of `str | Model` unions over "should be a string".
     errs.sort(key=lambda x: ("str" in x["loc"] or x["type"] == "string_type"))
     err = errs[0]
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown field"
     return _loc(err["loc"]), msg
 
 
+MAX_YAML_BYTES = 1 << 20
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """yaml.safe_load (no Python objects, ever) that also refuses a key given twice — YAML would keep the last."""
+
+
+def _mapping_no_dups(loader, node, deep=False):
+    seen = set()
+    for k, _ in node.value:
+        if k.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(k, deep=True)
+        try:
+            dup = key in seen
+            seen.add(key)
+        except TypeError:  # unhashable key: construct_mapping reports it
+            break
+        if dup:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
+    loader.flatten_mapping(node)
+    return loader.construct_mapping(node, deep)
+
+
+_SafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_dups)
+
+
 def load_yaml(path: str | Path) -> Any:
     p = Path(path)
+    if p.is_dir():
+        raise UserError("is a directory, expected a YAML file", file=str(path))
     if not p.is_file():
         raise UserError("file not found", file=str(path))
     try:
+        if p.stat().st_size > MAX_YAML_BYTES:
+            raise UserError(f"file is larger than {MAX_YAML_BYTES >> 20} MiB; not a suite", file=str(path))
         text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read: {e}", file=str(path))
+    except UnicodeDecodeError as e:
+        raise UserError(f"not UTF-8 text (byte {e.start})", file=str(path))
+    except OSError as e:
+        raise UserError(f"cannot read: {e.strerror or e}", file=str(path))
+    if not text.strip():
+        raise UserError("empty file", file=str(path))
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
@@ -178,25 +228,25 @@ def load_suite(path: str | Path) -> Suite:
 
 
 def _check_refs(suite: Suite, file: str, base: Path) -> None:
-    from . import models, scenarios  # registries
+    """Cheap checks first; model sources last (a random-init config check imports transformers)."""
+
+    from . import scenarios  # registry
     from .adapters import load_profile
 
     names = [m.name for m in suite.models]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise UserError(f"duplicate model name {sorted(dup)[0]!r}", file=file, field="models")
-    for i, m in enumerate(suite.models):
-        models.check_spec(m, file, f"models[{i}]", base)
-        try:
-            Variant(**m.knobs)
-        except ValidationError as e:
-            loc, msg = _first_error(e)
-            raise UserError(msg, file=file, field=f"models[{i}].knobs.{loc}")
     for i, d in enumerate(suite.devices):
-        load_profile(d if isinstance(d, str) else d.name, file=file, field=f"devices[{i}]")
+        dname = d if isinstance(d, str) else d.name
+        if not re.match(DEVICE_NAME, dname):
+            raise UserError(f"expected a device profile name (letters, digits, '_.-'), got {dname!r}", file=file,
+                            field=f"devices[{i}]")
+        load_profile(dname, file=file, field=f"devices[{i}]")
+    kw = {"models": suite.models} if "models" in inspect.signature(scenarios.check_spec).parameters else {}
     for i, s in enumerate(suite.scenarios):
         spec = ScenarioSpec(name=s) if isinstance(s, str) else s
-        scenarios.check_spec(spec, file, f"scenarios[{i}]")
+        scenarios.check_spec(spec, file, f"scenarios[{i}]", **kw)  # models: e.g. draft vs target tokenizers
     for k, vals in suite.matrix.items():
         if k not in Variant.model_fields:
             raise UserError(f"unknown knob (known: {', '.join(Variant.model_fields)})", file=file, field=f"matrix.{k}")
@@ -207,8 +257,75 @@ def _check_refs(suite: Suite, file: str, base: Path) -> None:
                 Variant(**{k: v})
             except ValidationError as e:
                 raise UserError(e.errors()[0]["msg"], file=file, field=f"matrix.{k}[{j}]")
+    _check_exclude(suite, file)
     if not expand(suite):
         raise UserError("the matrix expands to no jobs (everything excluded)", file=file, field="exclude")
+    with _quiet_transformers(any(m.source == "random" for m in suite.models)):
+        _check_models(suite, file, base)
+
+
+@contextmanager
+def _quiet_transformers(active: bool):
+    """Config checks must not print transformers' warnings: a bad suite gives exactly one line."""
+    if not active:
+        yield
+        return
+    from transformers.utils import logging as tl
+    old = tl.get_verbosity()
+    tl.set_verbosity_error()
+    try:
+        yield
+    finally:
+        tl.set_verbosity(old)
+
+
+def _check_models(suite: Suite, file: str, base: Path) -> None:
+    from . import models
+    for i, m in enumerate(suite.models):
+        if m.config and m.source != "random":  # a mismatch that would otherwise be silently ignored
+            raise UserError(f"config (random-init overrides) does not apply to source {m.source!r}; only to "
+                            "source 'random'", file=file, field=f"models[{i}].config")
+        if m.path and m.source == "random":
+            raise UserError("path does not apply to source 'random' (a random-init model has no files)",
+                            file=file, field=f"models[{i}].path")
+        models.check_spec(m, file, f"models[{i}]", base)
+        try:
+            Variant(**m.knobs)
+        except ValidationError as e:
+            loc, msg = _first_error(e)
+            raise UserError(msg, file=file, field=f"models[{i}].knobs.{loc}")
+        _check_remote_code(m, file, f"models[{i}]", base)
+
+
+def _check_exclude(suite: Suite, file: str) -> None:
+    """An exclude key that matches nothing is a typo that silently runs everything: refuse it."""
+    from . import scenarios
+    known = {"model", "device", "scenario", *Variant.model_fields}
+    for s in suite.scenarios:
+        known |= set(scenarios.get(s if isinstance(s, str) else s.name).params.model_fields)
+    for i, ex in enumerate(suite.exclude):
+        for k in ex:
+            if k not in known:
+                raise UserError(f"unknown key (known: {', '.join(sorted(known))})", file=file,
+                                field=f"exclude[{i}].{k}")
+
+
+def _check_remote_code(m: ModelSpec, file: str, field: str, base: Path) -> None:
+    """A model directory that ships Python (auto_map) runs it only if the suite says trust_remote_code: true."""
+    if m.trust_remote_code or not m.path:
+        return
+    d = Path(m.path) if Path(m.path).is_absolute() else base / m.path
+    for name in ("config.json", "tokenizer_config.json"):
+        f = d / name
+        if not f.is_file():
+            continue
+        try:
+            cfg = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UserError(f"unreadable {name}: {e}", file=file, field=f"{field}.path")
+        if isinstance(cfg, dict) and cfg.get("auto_map"):
+            raise UserError(f"{d / name} asks to run the model's own Python code (auto_map); refused unless this "
+                            "model sets trust_remote_code: true", file=file, field=f"{field}.trust_remote_code")
 
 
 def _resolve_model(m: ModelSpec, base: Path) -> ModelSpec:

@@ -1,7 +1,13 @@
-"""Local executor: one fresh Python process per job, with a wall-clock timeout and an optional memory cap.
+"""Local executor: one fresh Python process per job, with a wall-clock timeout and a memory cap.
 
-The parent only waits: it polls the child's RSS twice a second when a memory cap is set (one /proc read), and
-otherwise sleeps in wait(). Nothing of ours runs on the cores while the child measures."""
+The parent only waits: every POLL_S it reads the child's RSS (one small /proc read) and checks the deadline.
+Nothing of ours runs on the cores while the child measures. The child runs in its own session (a terminal's ^C
+does not reach it directly) and dies with its parent (PR_SET_PDEATHSIG in the worker); if the parent is
+interrupted, it kills the job's whole process group before it goes, so no job is ever left running orphaned.
+
+A job's end is always one of: the result it wrote (ok / unsupported / crashed...), `timeout`, `oom` (over the cap,
+MemoryError, or SIGKILLed the way the kernel's OOM killer does), or `crashed` (a signal or an exit without result).
+"""
 from __future__ import annotations
 
 import json
@@ -13,73 +19,114 @@ import tempfile
 import time
 from pathlib import Path
 
-POLL_S = 0.5
+POLL_S = 0.2
+DEFAULT_MEMORY_FRACTION = 0.9  # cap when the suite sets none: keep the machine (and this parent) alive
+
+
+def memory_cap_bytes(settings) -> int:
+    import psutil
+    if settings.memory_limit_gb:
+        return int(settings.memory_limit_gb * 1e9)
+    return int(psutil.virtual_memory().total * DEFAULT_MEMORY_FRACTION)
 
 
 def run_job_process(job, log_dir: Path) -> tuple[str, str | None, list[dict], dict]:
     """Returns (status, error, metrics, info). Never raises for a job's own failure."""
-    import psutil
     log_dir.mkdir(parents=True, exist_ok=True)
+    limit = memory_cap_bytes(job.settings)
+    info = {"limits": {"timeout_s": job.settings.timeout_s, "memory_cap_gb": round(limit / 1e9, 3)}}
     with tempfile.TemporaryDirectory(prefix="slmbench-job-") as tmp:
         jf, rf = Path(tmp) / "job.json", Path(tmp) / "result.json"
         jf.write_text(json.dumps(job.to_json(), default=str))
-        log = open(log_dir / f"{job.key}.log", "wb")
+        log_path = log_dir / f"{job.key}.log"
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-               "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "slmbench.executors.worker", str(jf), str(rf)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        limit = job.settings.memory_limit_gb * 1e9 if job.settings.memory_limit_gb else None
-        deadline = time.monotonic() + job.settings.timeout_s
-        status = error = None
-        peak = 0
-        while True:
+               "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1"), "PYTHONUNBUFFERED": "1",
+               "SLMBENCH_PARENT_PID": str(os.getpid())}
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "slmbench.executors.worker", str(jf), str(rf)],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             try:
-                rc = proc.wait(timeout=POLL_S)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if limit:
-                try:
-                    rss = sum(p.memory_info().rss for p in [psutil.Process(proc.pid)] +
-                              psutil.Process(proc.pid).children(recursive=True))
-                    peak = max(peak, rss)
-                except psutil.Error:
-                    rss = 0
-                if rss > limit:
+                status, error, peak = _watch(proc, limit, time.monotonic() + job.settings.timeout_s, job.settings)
+            finally:
+                if proc.poll() is None:  # interrupted (^C, SIGTERM) or our own bug: never leave the job running
                     _kill(proc)
-                    status, error = "oom", (f"resident memory {rss / 1e9:.2f} GB exceeded the job's cap of "
-                                            f"{limit / 1e9:.2f} GB (settings.memory_limit_gb)")
-                    break
-            if time.monotonic() > deadline:
-                _kill(proc)
-                status, error = "timeout", f"no result after {job.settings.timeout_s:g} s (settings.timeout_s)"
-                break
-        log.close()
+        info["peak_rss_mb_polled"] = round(peak / 1e6, 1)
         if status:
-            return status, error, [], {}
+            return status, error, [], info
+        rc = proc.returncode
+        tail = _tail(log_path)
         if rf.is_file():
-            res = json.loads(rf.read_text())
-            return res["status"], res["error"], res["metrics"], res.get("info", {})
-        tail = _tail(log_dir / f"{job.key}.log")
+            try:
+                res = json.loads(rf.read_text())
+                return res["status"], res["error"], res["metrics"], {**info, **res.get("info", {})}
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                return "crashed", f"unreadable result file ({type(e).__name__}: {e})", [], info
         if rc < 0:
             sig = signal.Signals(-rc).name
-            st = "oom" if sig == "SIGKILL" else "crashed"
-            return st, f"process killed by {sig}" + (" (likely the kernel OOM killer)" if st == "oom" else "") + \
-                (f": {tail}" if tail else ""), [], {}
-        return "crashed", f"process exited with code {rc} and no result" + (f": {tail}" if tail else ""), [], {}
+            if sig == "SIGKILL":
+                return "oom", "process killed by SIGKILL (likely the kernel OOM killer)" + \
+                    (f": {tail}" if tail else ""), [], info
+            return "crashed", f"process killed by {sig}" + (f": {tail}" if tail else ""), [], info
+        return "crashed", f"process exited with code {rc} and no result" + (f": {tail}" if tail else ""), [], info
+
+
+def _watch(proc, limit: int, deadline: float, settings) -> tuple[str | None, str | None, int]:
+    """Wait for the child; kill it at the deadline or over the memory cap. Returns (status, error, peak RSS)."""
+    peak, polls = 0, 0
+    while True:
+        try:
+            proc.wait(timeout=POLL_S)
+            return None, None, peak
+        except subprocess.TimeoutExpired:
+            pass
+        polls += 1
+        rss = _rss(proc.pid) + (_children_rss(proc.pid) if polls % 10 == 0 else 0)  # children: rare, costlier scan
+        peak = max(peak, rss)
+        if rss > limit:
+            _kill(proc)
+            src = "settings.memory_limit_gb" if settings.memory_limit_gb else \
+                f"default: {DEFAULT_MEMORY_FRACTION:.0%} of RAM; set settings.memory_limit_gb"
+            return "oom", f"resident memory {rss / 1e9:.2f} GB exceeded the job's cap of {limit / 1e9:.2f} GB ({src})", peak
+        if time.monotonic() > deadline:
+            _kill(proc)
+            return "timeout", f"no result after {settings.timeout_s:g} s (settings.timeout_s)", peak
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        try:
+            import psutil
+            return psutil.Process(pid).memory_info().rss
+        except Exception:  # gone, or no /proc and no psutil answer: nothing to add
+            return 0
+
+
+def _children_rss(pid: int) -> int:
+    import psutil
+    try:
+        return sum(c.memory_info().rss for c in psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return 0
 
 
 def _kill(proc) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: a job's own children die with it
+    except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
 
 
 def _tail(path: Path) -> str:
+    """The line that says why: a fatal-error line if the process wrote one, else its last line."""
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-        return lines[-1][:300] if lines else ""
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
+    for ln in lines:
+        if ln.startswith("Fatal Python error"):
+            return ln[:300]
+    return lines[-1][:300] if lines else ""

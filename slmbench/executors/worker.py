@@ -3,11 +3,15 @@
     python -m slmbench.executors.worker JOB.json RESULT.json
 
 Runs in its own process so one job's memory, threads and crashes never leak into the next. The result file is
-written atomically at the very end; no file means the process died (the executor records why).
+written atomically at the very end; no file means the process died (the executor records why). An exception
+in the job is recorded as `crashed` with its one-line message (the traceback goes to info and the job's log).
+The process dies with its parent (PR_SET_PDEATHSIG), so a killed runner never leaves a job measuring orphaned.
 """
 from __future__ import annotations
 
+import faulthandler
 import json
+import math
 import os
 import random
 import sys
@@ -37,6 +41,7 @@ def run_job(job) -> dict:
                                    variant=job.variant)
         if sdef.needs_engine:
             files = models.resolve(job.model, progress=lambda m: print(m, file=sys.stderr))
+            files.trust_remote_code = job.model.trust_remote_code  # the suite's opt-in; the backend passes it on
             ctx.baseline_rss_bytes = adapter.memory_bytes()
             adapter.reset_peak_memory()
             t0 = time.perf_counter()
@@ -48,6 +53,9 @@ def run_job(job) -> dict:
         ballast = _inject_alloc(job.variant.inject_alloc_mb)
         metrics = sdef.fn(ctx, params)
         del ballast
+        for m in metrics:  # a row that says inf or nan tok/s would lie: fail the job instead
+            if m.value is not None and not (isinstance(m.value, (int, float)) and math.isfinite(m.value)):
+                raise ValueError(f"scenario {job.scenario!r} returned a non-finite value for {m.name}: {m.value!r}")
         return {"status": "ok", "error": None, "metrics": [m.to_dict() for m in metrics], "info": info}
     except JobError as e:
         return {"status": e.status, "error": e.message, "metrics": [], "info": info}
@@ -65,14 +73,30 @@ def _inject_alloc(mb: float):
     return b
 
 
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when the runner dies (even by kill -9). Linux; elsewhere a no-op."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    parent = os.environ.get("SLMBENCH_PARENT_PID")
+    if parent and os.getppid() != int(parent):  # the runner died before prctl took effect
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    _die_with_parent()
+    faulthandler.enable()  # a segfault leaves "Fatal Python error" and the Python stack in the job's log
     from ..suite import Job
     job_file, result_file = Path(argv[0]), Path(argv[1])
     job = Job.from_json(json.loads(job_file.read_text()))
     try:
         res = run_job(job)
     except Exception as e:  # recorded, not raised: the suite goes on
-        res = {"status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500], "metrics": [],
+        traceback.print_exc()
+        res = {"status": "crashed", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500], "metrics": [],
                "info": {"traceback": traceback.format_exc()[-4000:]}}
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, default=str))

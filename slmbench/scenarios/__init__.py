@@ -39,7 +39,7 @@ def register_scenario(name: str, params: type[Params] = Params, needs_engine: bo
 
 
 def _load_builtins() -> None:
-    from . import energy, latency, memory  # noqa: F401
+    from . import energy, faults, latency, memory  # noqa: F401  (faults: test-only fault injection)
     for optional in ("accuracy", "perplexity", "speculative"):
         try:
             __import__(f"{__name__}.{optional}")
