@@ -1,4 +1,4 @@
-"""Backends: the runtime that executes a model (transformers/torch here; llama.cpp joins later).
+"""Backends: the runtime that executes a model: transformers/torch, or llama.cpp (GGUF levels).
 
 A backend loads ModelFiles under a Variant onto a device adapter and returns an Engine (see torch_hf.Engine for
 the interface scenarios rely on). One registry: `@register_backend("torch")`.
@@ -16,7 +16,7 @@ def register_backend(name: str):
 
 
 def load_engine(files, variant, adapter, progress=print):
-    from . import torch_hf  # noqa: F401
+    from . import llamacpp, torch_hf  # noqa: F401  (llamacpp imports llama_cpp only when loading)
     from ..errors import Unsupported
     if variant.backend not in BACKENDS:
         raise Unsupported(f"backend {variant.backend!r} is not available (known: {', '.join(sorted(BACKENDS))})")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from ..errors import Unsupported
 from . import register_backend
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -53,8 +52,9 @@ _CACHE_KW = _cache_kw()
 class Engine:
     backend = "torch"
 
-    def __init__(self, model, tokenizer, variant, adapter, origin: str):
+    def __init__(self, model, tokenizer, variant, adapter, origin: str, n_params: int | None = None):
         self.model, self.tokenizer, self.variant, self.adapter, self.origin = model, tokenizer, variant, adapter, origin
+        self._n_params = n_params  # counted before quantization (which may untie a shared embedding)
         self.config = model.config
         self.device = adapter.torch_device
 
@@ -96,25 +96,46 @@ class Engine:
 
     # --- static facts ---------------------------------------------------------------------------------------
     def param_count(self) -> int:
-        return sum(p.numel() for p in _unique_params(self.model))
+        return self._n_params or sum(t.numel() for t in _weights(self.model))
 
     def weight_bytes(self) -> int:
-        """Bytes stored for weights (unique tensors, so tied embeddings count once)."""
-        return sum(p.numel() * p.element_size() for p in _unique_params(self.model))
+        """Bytes stored for weights (unique tensors, so tied embeddings count once; quantized ones as stored)."""
+        return sum(tensor_bytes(t) for t in _weights(self.model))
 
     def weight_bytes_per_token(self) -> int:
-        """Bytes a batch-1 decode step must read: all weights, except an untied input embedding (one row read)."""
+        """Bytes a batch-1 decode step must read: all weights, except an input embedding the output head does
+        not share (one row of it is read). Quantizing a tied lm_head unties it: the float embedding is then
+        only looked up."""
         total = self.weight_bytes()
         emb, head = self.model.get_input_embeddings(), self.model.get_output_embeddings()
-        if head is None or emb.weight.data_ptr() != head.weight.data_ptr():
-            total -= emb.weight.numel() * emb.weight.element_size()
+        if head is None or getattr(head, "weight", None) is not emb.weight:
+            total -= tensor_bytes(emb.weight)
         return total
+
+    def file_bytes(self) -> int:
+        """Size of this variant as a deployable file: torch.save(state_dict) counted, not written (for a
+        quantized variant that is what a user would ship; safetensors cannot hold torchao tensors)."""
+        import torch
+
+        class _Count:
+            n = 0
+
+            def write(self, b):
+                self.n += len(b)
+                return len(b)
+
+            def flush(self):
+                pass
+        sink = _Count()
+        torch.save(self.model.state_dict(), sink)
+        return sink.n
 
     def kv_bytes_per_token_formula(self) -> int:
         c = self.config
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
-        elem = next(self.model.parameters()).element_size()
+        import torch
+        elem = getattr(torch, _DTYPES[self.variant.dtype]).itemsize  # the KV cache is in the activation dtype
         return 2 * c.num_hidden_layers * kv_heads * head_dim * elem
 
     @staticmethod
@@ -133,15 +154,50 @@ class Engine:
                 "params": self.param_count(), "weight_bytes": self.weight_bytes(),
                 "layers": c.num_hidden_layers, "heads": c.num_attention_heads,
                 "kv_heads": getattr(c, "num_key_value_heads", None), "vocab": c.vocab_size,
-                "dtype": self.variant.dtype}
+                "dtype": self.variant.dtype, "quantization": self.variant.quantization,
+                "file_bytes": self.file_bytes(), "weights_per_token_bytes": self.weight_bytes_per_token()}
+
+    # --- scores (quality through the same interface as the llama.cpp engine) ------------------------------
+    def loglikelihood(self, context_ids: list[int], continuation_ids: list[int]) -> tuple[float, bool]:
+        """(Σ log p(continuation | context), whether greedy decoding would produce the continuation)."""
+        import torch
+        ids = list(context_ids) + list(continuation_ids)
+        x = torch.tensor([ids], device=self.device)
+        with torch.inference_mode():
+            logits = self.model(x).logits[0, len(context_ids) - 1:-1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        tgt = torch.tensor(continuation_ids, device=self.device)
+        return float(logp.gather(1, tgt[:, None]).sum()), bool((logp.argmax(-1) == tgt).all())
 
 
-def _unique_params(model):
+def tensor_bytes(t) -> int:
+    """Bytes a tensor stores: a torchao quantized tensor is the sum of its inner tensors (int data, scales...)."""
+    import torch
+    if hasattr(t, "__tensor_flatten__"):
+        names, _ = t.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(t, n)) for n in names if getattr(t, n, None) is not None)
+    n = t.numel() * t.element_size()
+    if getattr(t, "is_quantized", False) and t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        n += t.q_per_channel_scales().numel() * 8 + t.q_per_channel_zero_points().numel() * 8  # float64, int64
+    return n
+
+
+def _weights(model):
+    """Unique weight tensors (by identity: tied embeddings once), including torch dynamic-int8 Linear layers,
+    whose packed weights are not parameters."""
+    import torch
     seen = set()
     for p in model.parameters():
-        if p.data_ptr() not in seen:
-            seen.add(p.data_ptr())
+        if id(p) not in seen:
+            seen.add(id(p))
             yield p
+    dyn = torch.ao.nn.quantized.dynamic.Linear
+    for m in model.modules():
+        if isinstance(m, dyn):
+            w, b = m._packed_params._weight_bias()
+            yield w
+            if b is not None:
+                yield b
 
 
 @register_backend("torch")
@@ -149,25 +205,26 @@ def load(files, variant, adapter, progress=print) -> Engine:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..quant import ptq
+
     dtype = getattr(torch, _DTYPES[variant.dtype])
-    if variant.quantization not in ("none", "int8_dynamic"):
-        raise Unsupported(f"quantization {variant.quantization!r} is not implemented for the torch backend")
-    if variant.quantization == "int8_dynamic" and adapter.torch_device != "cpu":
-        raise Unsupported("torch dynamic int8 quantization runs on CPU only")
+    ptq.check(variant.quantization, variant.dtype, adapter.torch_device)  # refuse before loading anything
     if files.config is not None:
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(files.config, dtype=dtype)
     else:
+        # load: mmap maps the safetensors file (pages come in on first touch); full reads it into memory first.
         model = AutoModelForCausalLM.from_pretrained(str(files.hf_dir), dtype=dtype,
+                                                     disable_mmap=getattr(variant, "load", "mmap") == "full",
                                                      trust_remote_code=getattr(files, "trust_remote_code", False))
     model.eval().to(adapter.torch_device)
     tok = AutoTokenizer.from_pretrained(str(files.tokenizer_dir))
-    if variant.quantization == "int8_dynamic":
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    n_params = sum(t.numel() for t in _weights(model))
+    model = ptq.apply(model, variant.quantization, variant.dtype, adapter.torch_device)
     if variant.compile:
         # Static cache + torch.compile; on CPU transformers only auto-compiles when told to (DESIGN).
         model.generation_config.cache_implementation = "static"
         cc = model.generation_config.compile_config
         if cc is not None:
             cc._compile_all_devices = True
-    return Engine(model, tok, variant, adapter, files.origin)
+    return Engine(model, tok, variant, adapter, files.origin, n_params)

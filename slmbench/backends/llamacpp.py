@@ -1,0 +1,314 @@
+"""llama.cpp backend (through llama-cpp-python): the runtime on-device users deploy, for every GGUF level.
+
+The model's HF directory is exported to GGUF and quantized once (slmbench.quant.gguf, cached); the Engine then
+runs it with the same interface as the torch backend, so latency / memory / energy scenarios time it the same way
+(one perf_counter per token, greedy, fixed new-token count). Token ids come from the model's HF tokenizer, so both
+backends see identical inputs.
+
+Quality goes through log-likelihoods computed here from llama.cpp's full-vocabulary logits (llama-cpp-python's own
+`echo=True` prompt logprobs are off by one position in 0.3.36): `loglikelihood(context_ids, continuation_ids)`
+for lm-eval (see `lm_eval_model()`), and `engine.model(x).logits` shaped like a transformers output for the
+perplexity scenario.
+
+One llama.cpp context holds one sequence; a "past" is the token list that context holds, checked on use."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from ..errors import Unsupported
+from . import register_backend
+from .torch_hf import PROMPT_TEXT
+
+N_CTX = 2048  # KV cells allocated at load (resident: llama.cpp clears the buffer), enough for the scenarios here
+
+
+@dataclass(frozen=True)
+class Past:
+    tokens: tuple  # what the context held when this was returned
+
+
+class _LogitsModel:
+    """`model(x).logits` over a (1, T) tensor, like a transformers causal LM (what the perplexity scenario calls)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __call__(self, x, **_):
+        import torch
+        rows = self.engine.logits(x[0].tolist())
+        return SimpleNamespace(logits=torch.from_numpy(rows)[None])
+
+
+class Engine:
+    backend = "llamacpp"
+
+    def __init__(self, llm, tokenizer, variant, adapter, origin: str, gguf_path, level: str, build_s: float):
+        import numpy as np
+        self.llm, self.tokenizer, self.variant, self.adapter, self.origin = llm, tokenizer, variant, adapter, origin
+        self.gguf_path, self.level, self.build_s = gguf_path, level, build_s
+        self.device = "cpu"
+        self.n_vocab = llm.n_vocab()
+        self._tokens: list[int] = []  # what the context holds
+        self._np = np
+        self.model = _LogitsModel(self)
+        self._empty_state = self._seq_state_bytes()
+
+    # --- inputs ---------------------------------------------------------------------------------------------
+    def prompt_ids(self, n: int) -> list[int]:
+        ids = self.tokenizer(PROMPT_TEXT, add_special_tokens=False)["input_ids"]
+        while len(ids) < n:
+            ids = ids + ids
+        return ids[:n]
+
+    # --- the context ----------------------------------------------------------------------------------------
+    def _truncate(self, n: int) -> None:
+        self.llm.n_tokens = n  # Llama.eval drops KV cells from n_tokens on before it decodes
+        self.llm._ctx.kv_cache_seq_rm(-1, n, -1)
+        del self._tokens[n:]
+
+    def _eval(self, ids: list[int]) -> None:
+        """Append ids to the context; logits of the last token only (as llama-bench / generation do)."""
+        if len(self._tokens) + len(ids) > self.llm.n_ctx():
+            raise ValueError(f"{len(self._tokens) + len(ids)} tokens exceed the llama.cpp context ({self.llm.n_ctx()})")
+        self.llm.eval(ids)
+        self._tokens += list(ids)
+
+    def _last_logits(self):
+        np = self._np
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,))
+
+    def _resume(self, past: Past | None) -> None:
+        if past is None:
+            self._truncate(0)
+            return
+        n = len(past.tokens)
+        if tuple(self._tokens[:n]) != past.tokens:
+            raise RuntimeError("stale past: the llama.cpp context no longer holds these tokens")
+        self._truncate(n)
+
+    # --- execution ------------------------------------------------------------------------------------------
+    def prefill(self, ids: list[int], past: Past | None = None) -> Past:
+        """Evaluate `ids` on top of `past` (an empty context if None); returns the new past."""
+        self._resume(past)
+        self._eval(ids)
+        return Past(tuple(self._tokens))
+
+    def generate(self, ids: list[int], n_new: int, clock=None, past: Past | None = None) -> list[int]:
+        """Greedy: evaluate what `past` lacks of `ids`, then n_new tokens; clock.put once for the prompt and once
+        per token (the torch backend's streamer contract)."""
+        self._resume(past)
+        have = len(self._tokens)
+        if have >= len(ids):  # all cached: re-evaluate the last prompt token to get its logits
+            self._truncate(len(ids) - 1)
+            have = len(ids) - 1
+        elif ids[:have] != self._tokens:
+            raise RuntimeError("past is not a prefix of the prompt")
+        self._eval(ids[have:])
+        if clock is not None:
+            clock.put(None)
+        out = []
+        for i in range(n_new):
+            tok = int(self._last_logits().argmax())
+            out.append(tok)
+            if clock is not None:
+                clock.put(tok)
+            if i < n_new - 1:
+                self._eval([tok])
+        return out
+
+    # --- scores ---------------------------------------------------------------------------------------------
+    def logits(self, ids: list[int], keep: int = 0):
+        """Full-vocabulary logits (float32, [len(ids) - keep, vocab]) for ids[keep:], reusing the first `keep`
+        tokens when the context already holds them. Row i is the prediction after ids[keep + i]."""
+        np = self._np
+        if keep and self._tokens[:keep] == list(ids[:keep]):
+            self._truncate(keep)
+        else:
+            self._truncate(0)
+            keep = 0
+        rows = []
+        llm, b = self.llm, self.llm.n_batch
+        for i in range(keep, len(ids), b):
+            chunk = list(ids[i:i + b])
+            llm._batch.set_batch(batch=chunk, n_past=len(self._tokens), logits_all=True)
+            llm._ctx.decode(llm._batch)
+            rows.append(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(chunk), self.n_vocab)).copy())
+            self._tokens += chunk
+            llm.n_tokens = len(self._tokens)
+        return np.concatenate(rows) if rows else np.zeros((0, self.n_vocab), np.float32)
+
+    def loglikelihood(self, context_ids: list[int], continuation_ids: list[int]) -> tuple[float, bool]:
+        """(Σ log p(continuation | context), whether greedy decoding would produce the continuation). The context's
+        KV is reused when the previous request had the same context (multiple-choice tasks)."""
+        np = self._np
+        ids = list(context_ids) + list(continuation_ids)
+        keep = _common_prefix(self._tokens, ids)
+        keep = min(keep, len(context_ids) - 1)  # the last context token is re-evaluated: its logits are needed
+        rows = self.logits(ids, keep)[len(context_ids) - 1 - keep:len(ids) - 1 - keep].astype(np.float64)
+        m = rows.max(axis=1, keepdims=True)
+        logp = rows - m - np.log(np.exp(rows - m).sum(axis=1, keepdims=True))
+        tgt = np.asarray(continuation_ids)
+        return float(logp[np.arange(len(tgt)), tgt].sum()), bool((rows.argmax(axis=1) == tgt).all())
+
+    def lm_eval_model(self, batch_size=1, **_):
+        """An lm-eval LM scoring through this engine (loglikelihood tasks; generation is greedy)."""
+        return _lm_class()(self)
+
+    # --- static facts ---------------------------------------------------------------------------------------
+    def param_count(self) -> int:
+        import llama_cpp
+        return int(llama_cpp.llama_model_n_params(self.llm._model.model))
+
+    def weight_bytes(self) -> int:
+        import llama_cpp
+        return int(llama_cpp.llama_model_size(self.llm._model.model))
+
+    def weight_bytes_per_token(self) -> int:
+        """All tensors, except a token_embd that is not also the output matrix (one row of it is read)."""
+        from ..quant.gguf import tensor_bytes
+        tb = tensor_bytes(self.gguf_path)
+        total = self.weight_bytes()
+        if "output.weight" in tb:
+            total -= tb.get("token_embd.weight", 0)
+        return total
+
+    def file_bytes(self) -> int:
+        return self.gguf_path.stat().st_size
+
+    def kv_bytes_per_token_formula(self) -> int:
+        c = self._hparams()
+        return 2 * c["layers"] * c["kv_heads"] * c["head_dim"] * 2  # llama.cpp's default KV type is F16
+
+    def kv_bytes_measured(self, cache: Past) -> tuple[int, int]:
+        """(bytes of this sequence's state in llama.cpp — its KV cells — beyond an empty one, tokens held)."""
+        self._resume(cache)
+        return self._seq_state_bytes() - self._empty_state, len(cache.tokens)
+
+    def _seq_state_bytes(self) -> int:
+        import llama_cpp
+        return int(llama_cpp.llama_state_seq_get_size(self.llm._ctx.ctx, 0))
+
+    def _hparams(self) -> dict:
+        md = self.llm.metadata
+        arch = md.get("general.architecture", "llama")
+        heads = int(md[f"{arch}.attention.head_count"])
+        emb = int(md[f"{arch}.embedding_length"])
+        return {"layers": int(md[f"{arch}.block_count"]), "heads": heads, "vocab": self.n_vocab,
+                "kv_heads": int(md.get(f"{arch}.attention.head_count_kv", heads)),
+                "head_dim": int(md.get(f"{arch}.attention.key_length", emb // heads)), "arch": arch}
+
+    def describe(self) -> dict:
+        import llama_cpp
+
+        from ..quant.gguf import gguf_meta
+        h = self._hparams()
+        return {"backend": self.backend, "origin": self.origin, "model_type": h["arch"], "params": self.param_count(),
+                "weight_bytes": self.weight_bytes(), "weights_per_token_bytes": self.weight_bytes_per_token(),
+                "file_bytes": self.file_bytes(), "layers": h["layers"], "heads": h["heads"],
+                "kv_heads": h["kv_heads"], "vocab": h["vocab"], "quantization": self.level,
+                "gguf": str(self.gguf_path), "gguf_build_s": round(self.build_s, 2), **gguf_meta(self.gguf_path),
+                "n_ctx": self.llm.n_ctx(), "n_batch": self.llm.n_batch, "threads": self.adapter.threads,
+                "mmap": self.variant.load == "mmap", "llama_cpp_python": llama_cpp.__version__,
+                "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip()}
+
+
+def _common_prefix(a, b) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@register_backend("llamacpp")
+def load(files, variant, adapter, progress=print) -> Engine:
+    from ..quant.gguf import LEVELS, gguf_for
+    level = "f32" if variant.quantization == "none" else variant.quantization
+    if level not in LEVELS:
+        raise Unsupported(f"quantization {variant.quantization!r} is not a GGUF level (llamacpp: "
+                          f"{', '.join(LEVELS)}); torch schemes run on backend 'torch'")
+    if variant.dtype != "fp32":
+        raise Unsupported("on llamacpp the GGUF level sets the weight type; leave dtype at fp32 (activations are F32)")
+    if variant.compile:
+        raise Unsupported("compile is a torch knob: llama.cpp always runs its own fused ggml graph")
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise Unsupported(f"backend 'llamacpp' needs llama-cpp-python (pip install 'slmbench[llamacpp]'): {e}")
+    if files.hf_dir is None:
+        raise Unsupported("backend 'llamacpp' needs a model with files (a random-init config must be saved first)")
+    from transformers import AutoTokenizer
+    path, build_s = gguf_for(files.hf_dir, level, adapter.threads, progress)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=N_CTX, n_batch=512, n_ubatch=512, n_threads=adapter.threads,
+                          n_threads_batch=adapter.threads, use_mmap=variant.load == "mmap", logits_all=False,
+                          verbose=False)
+    tok = AutoTokenizer.from_pretrained(str(files.tokenizer_dir))
+    return Engine(llm, tok, variant, adapter, f"{files.origin} → GGUF {level}", path, level, build_s)
+
+
+# --- lm-eval ------------------------------------------------------------------------------------------------------
+
+_LM = None
+
+
+def _lm_class():
+    """lm-eval's TemplateLM over an Engine: tokenization by the HF tokenizer, scores from llama.cpp logits."""
+    global _LM
+    if _LM is not None:
+        return _LM
+    from lm_eval.api.model import TemplateLM
+
+    class LlamaCppLM(TemplateLM):
+        def __init__(self, engine):
+            super().__init__()
+            self.engine, self.tokenizer = engine, engine.tokenizer
+
+        @property
+        def eot_token_id(self):
+            return self.tokenizer.eos_token_id
+
+        @property
+        def max_length(self):
+            return self.engine.llm.n_ctx()
+
+        def tok_encode(self, string, add_special_tokens=None, **kw):
+            return self.tokenizer(string, add_special_tokens=bool(add_special_tokens))["input_ids"]
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm=False, **kw):
+            # Same context next to each other, so its KV is reused; results go back in request order.
+            order = sorted(range(len(requests)), key=lambda i: (requests[i][1], requests[i][2]))
+            out = [None] * len(requests)
+            for i in order:
+                _, ctx, cont = requests[i]
+                ctx = ctx[-(self.max_length - len(cont)):]  # left-truncate like HFLM
+                out[i] = self.engine.loglikelihood(ctx, cont)
+            return out
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+            res = []
+            for (text,) in [r.args for r in requests]:
+                total = 0.0
+                for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(
+                        token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
+                        max_seq_len=self.max_length, context_len=1)):
+                    total += self.engine.loglikelihood(ctx, cont)[0]
+                res.append(total)
+            return res
+
+        def generate_until(self, requests, disable_tqdm=False):
+            outs = []
+            for context, gen_kwargs in [r.args for r in requests]:
+                until = gen_kwargs.get("until") or [self.tokenizer.decode([self.eot_token_id])]
+                until = [until] if isinstance(until, str) else until
+                n = int(gen_kwargs.get("max_gen_toks", 256))
+                ids = self.tok_encode(context)[-(self.max_length - n):]
+                text = self.tokenizer.decode(self.engine.generate(ids, n))
+                cut = min([text.find(u) for u in until if u and u in text] or [len(text)])
+                outs.append(text[:cut])
+            return outs
+
+    _LM = LlamaCppLM
+    return _LM

@@ -1,0 +1,124 @@
+"""The quantization ladder as one table: for each row of a suite (default `quantization`), the latest result of
+each scenario across that suite's runs in a store (so a ladder run in pieces still makes one table).
+
+    python -m slmbench.quant.report --out /tmp/quant-out [--suite quantization] [--md FILE]
+
+Columns: runtime and level, file size, weights read per token, peak RSS, load time, prefill and decode tok/s,
+decode as a fraction of the bandwidth limit (bandwidth ÷ bytes of weights per token), J/token (decode, with its
+source), held-out perplexity, one lm-eval accuracy; rows that did not run say why (unsupported: reason)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _latest(st, suite: str):
+    """rows, job info by (model, scenario): the latest finished job per (model, scenario) in the suite's runs."""
+    import pandas as pd
+    runs = [r for r in st.runs().itertuples() if r.suite == suite]
+    frames, info = [], {}
+    for r in runs:  # oldest first: later runs overwrite
+        df = st.rows(r.run_id)
+        if df.empty:
+            continue
+        frames.append(df)
+        for job_id, inf in st.db.execute("SELECT job_id, info FROM jobs WHERE run_id=?", (r.run_id,)):
+            info[(r.run_id, job_id)] = json.loads(inf or "{}")
+    if not frames:
+        return pd.DataFrame(), {}
+    df = pd.concat(frames, ignore_index=True)
+    last = df.groupby(["model", "scenario"])["run_id"].transform("last")
+    df = df[df["run_id"] == last]
+    return df, {(m, s): info.get((r, j), {}) for m, s, r, j in
+                df[["model", "scenario", "run_id", "job_id"]].drop_duplicates().itertuples(index=False)}
+
+
+def table(out_dir: str | Path, suite: str = "quantization") -> list[dict]:
+    from ..store import Store
+    st = Store(out_dir)
+    df, info = _latest(st, suite)
+    rows = []
+    for model in dict.fromkeys(df["model"]) if not df.empty else []:
+        d = df[df["model"] == model]
+        v = json.loads(d["variant"].iloc[0])
+
+        def val(metric, scenario=None, labels=None):
+            x = d[d["metric"] == metric]
+            if scenario:
+                x = x[x["scenario"] == scenario]
+            if labels:
+                x = x[x["labels"].map(lambda s: all(json.loads(s).get(k) == w for k, w in labels.items()))]
+            return (x["value"].iloc[0], x["spread"].iloc[0], x["source"].iloc[0]) if len(x) else (None, None, None)
+
+        desc = next((i.get("model") for (m, _), i in info.items() if m == model and i.get("model")), {}) or {}
+        failed = d[d["status"] != "ok"][["scenario", "status", "error"]].drop_duplicates()
+        level = v["quantization"] if v["quantization"] != "none" else v["dtype"]
+        row = {"row": model.split(":", 1)[-1], "runtime": "llama.cpp" if v["backend"] == "llamacpp" else "torch",
+               "level": level, "compile": v.get("compile"), "load": v.get("load", "mmap"),
+               "file_mb": (desc.get("file_bytes") or 0) / 1e6 or None,
+               "weights_per_token_mb": (desc.get("weights_per_token_bytes") or 0) / 1e6 or None,
+               "peak_rss_mb": val("peak_mem_mb")[0], "load_peak_rss_mb": val("load_peak_mem_mb")[0],
+               "load_s": val("load_s")[0], "prefill_tok_s": val("prefill_tok_s")[0],
+               "decode_tok_s": val("decode_tok_s")[0], "roofline_frac": val("decode_roofline_frac")[0],
+               "decode_j_per_token": val("decode_j_per_token")[0], "energy_source": val("decode_j_per_token")[2],
+               "ppl": val("ppl")[0], "bits_per_byte": val("bits_per_byte")[0],
+               "acc": val("acc", "accuracy")[0], "acc_stderr": val("acc", "accuracy")[1],
+               "acc_task": next((json.loads(s).get("task") for s in d[d["metric"] == "acc"]["labels"]), None),
+               "tensor_types": desc.get("tensor_types"),
+               "not_ok": "; ".join(f"{r.scenario}: {r.status}: {r.error}" for r in failed.itertuples())}
+        rows.append(row)
+    return rows
+
+
+def _f(x, fmt):
+    return "—" if x is None or x != x else format(x, fmt)
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| row | runtime | level | file MB | weights/token MB | peak RSS MB | load s | prefill tok/s | "
+            "decode tok/s | decode / BW limit | J/token (decode) | ppl (held-out) | acc |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    notes = []
+    for r in rows:
+        if r["not_ok"] and r["decode_tok_s"] is None and r["ppl"] is None:
+            notes.append(f"- **{r['row']}**: {r['not_ok']}")
+            what = "unsupported" if "unsupported" in r["not_ok"] else "failed"
+            lines.append(f"| {r['row']} | {r['runtime']} | {r['level']} | " + " | ".join(["—"] * 9) + f" | {what} |")
+            continue
+        acc = f"{r['acc']:.3f} ± {r['acc_stderr']:.3f}" if r["acc"] is not None and r["acc_stderr"] else \
+            _f(r["acc"], ".3f")
+        lines.append(
+            f"| {r['row']} | {r['runtime']} | {r['level']} | {_f(r['file_mb'], '.0f')} | "
+            f"{_f(r['weights_per_token_mb'], '.0f')} | {_f(r['peak_rss_mb'], '.0f')} | {_f(r['load_s'], '.2f')} | "
+            f"{_f(r['prefill_tok_s'], '.0f')} | {_f(r['decode_tok_s'], '.1f')} | {_f(r['roofline_frac'], '.0%')} | "
+            f"{_f(r['decode_j_per_token'], '.3f')} | {_f(r['ppl'], '.2f')} | {acc} |")
+        if r["not_ok"]:
+            notes.append(f"- **{r['row']}**: {r['not_ok']}")
+    src = {r["energy_source"] for r in rows if r["energy_source"]}
+    tail = [f"J/token source: {', '.join(sorted(src))}."] if src else []
+    task = next((r["acc_task"] for r in rows if r["acc_task"]), None)
+    if task:
+        tail.append(f"acc: lm-eval {task}, 0-shot (± stderr).")
+    return "\n".join(lines + [""] + tail + ([""] + notes if notes else [])) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True, help="results directory (the store)")
+    ap.add_argument("--suite", default="quantization")
+    ap.add_argument("--md", help="write the Markdown table here")
+    ap.add_argument("--json", help="write the rows as JSON here")
+    a = ap.parse_args(argv)
+    rows = table(a.out, a.suite)
+    md = markdown(rows)
+    print(md)
+    if a.md:
+        Path(a.md).write_text(md)
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
