@@ -1,4 +1,4 @@
-"""slmbench command line: run, validate, results, report. Bad input → one line on stderr, exit 2."""
+"""slmbench command line: run, validate, build, results, report. Bad input → one line on stderr, exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +87,19 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_build(a) -> int:
+    """The SLM factory: build (or find cached) the student a recipe describes; print where it is."""
+    from .build import build
+    b = build(a.recipe)
+    m = b.manifest
+    ev, p = m["eval"], m["student"]["params"]
+    print(f"{b.model_dir}\n  held-out {ev['heldout_bpb']:.4f} bits/byte (teacher {m['teacher']['heldout_bpb']:.4f}), "
+          f"top-1 agreement with the teacher {ev.get('top1_agreement', float('nan')):.1%}; {p['total']:,} params "
+          f"({p['active']:,} active); {m['train']['tokens_seen']:,} tokens at {m['train']['tok_s']:,.0f} tok/s; "
+          f"manifest {b.path / 'manifest.json'}")
+    return 0
+
+
 def cmd_overhead(a) -> int:
     """Harness decode tok/s vs a bare model.generate loop in this process (the overhead check)."""
     import json
@@ -135,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--run", help="run id (default: latest)")
     sp.add_argument("--format", choices=["md", "html", "json"], default="md")
     sp.add_argument("--output", help="write to this file instead of stdout")
+    sp = add("build", cmd_build, "build a student from a recipe (cached; resumes an interrupted build)")
+    sp.add_argument("recipe")
     sp = add("overhead", cmd_overhead, "benchmark: harness decode tok/s vs a bare model.generate loop")
     sp.add_argument("--source", default="smollm2", help="model source (smollm2 | hf | random)")
     sp.add_argument("--path", help="model path for source hf")

@@ -87,3 +87,20 @@ def _random(spec, progress) -> ModelFiles:
     from .random_init import make_config, byte_tokenizer_dir
     return ModelFiles(config=make_config(spec.config), tokenizer_dir=byte_tokenizer_dir(),
                       origin="random init (tests)")
+
+
+def _check_recipe(spec, file, field, base):
+    if not spec.path:
+        raise UserError("source 'recipe' needs a path to a build recipe (suites/recipes/*.yaml)", file=file,
+                        field=f"{field}.path")
+    p = Path(spec.path)
+    from ..build.recipe import load_recipe
+    load_recipe(p if p.is_absolute() else base / p)  # the recipe's own errors name the recipe file and field
+
+
+@register_source("recipe", check=_check_recipe)
+def _recipe(spec, progress) -> ModelFiles:
+    """A student from the SLM factory: built on first use (cached under the hash of its full spec)."""
+    from ..build import build
+    b = build(spec.path)
+    return ModelFiles(hf_dir=b.model_dir, tokenizer_dir=b.model_dir, origin=f"recipe {spec.path} → {b.path.name}")
