@@ -7,6 +7,7 @@ Scenarios don't know which executor runs them, nor which device: they use ctx.en
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -53,7 +54,7 @@ def get(name: str) -> ScenarioDef:
     return SCENARIOS[name]
 
 
-def check_spec(spec, file: str, field: str) -> None:
+def check_spec(spec, file: str, field: str, models=()) -> None:
     _load_builtins()
     if spec.name not in SCENARIOS:
         raise UserError(f"unknown scenario {spec.name!r} (known: {', '.join(sorted(SCENARIOS))})",
@@ -72,6 +73,11 @@ def check_spec(spec, file: str, field: str) -> None:
             part = "sweep" if key in c else "params"
             msg = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
             raise UserError(msg, file=file, field=f"{field}.{part}.{key}")
+    if hasattr(P, "check"):  # deeper checks (files, task names, tokenizers vs the suite's models) before any job runs
+        accepts = inspect.signature(P.check).parameters
+        for c in combos:
+            kw = {k: v for k, v in (("models", models), ("part", "sweep" if c else "params")) if k in accepts}
+            P.check(P(**{**spec.params, **c}), file, field, **kw)
 
 
 @dataclass
