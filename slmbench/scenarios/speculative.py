@@ -285,15 +285,16 @@ def _hf_reference(eng, p, prompt, draft_model, ours) -> list[Metric]:
     """transformers' assisted generation on the same pair: fixed g (constant schedule, no confidence cut-off)."""
     n = p.gen_tokens
     if draft_model is not None:
-        extra = dict(assistant_model=draft_model, num_assistant_tokens=p.g,
-                     num_assistant_tokens_schedule="heuristic" if p.adaptive else "constant",
+        # transformers reads these from the assistant's own generation_config, not from generate()'s kwargs
+        knobs = dict(num_assistant_tokens=p.g, num_assistant_tokens_schedule="heuristic" if p.adaptive else "constant",
                      assistant_confidence_threshold=0.0)
+        draft_model.generation_config.update(**knobs)
+        extra = dict(assistant_model=draft_model)
     else:
-        extra = dict(prompt_lookup_num_tokens=p.g, max_matching_ngram_size=p.draft.max_n)
+        knobs = extra = dict(prompt_lookup_num_tokens=p.g, max_matching_ngram_size=p.draft.max_n)
     plain, t_plain = _hf_generate(eng, prompt, n, {})
     assisted, t_asst = _hf_generate(eng, prompt, n, extra)
-    how = "once each, end to end incl. prefill; " + ", ".join(f"{k}={v}" for k, v in extra.items()
-                                                               if k != "assistant_model")
+    how = "once each, end to end incl. prefill; " + ", ".join(f"{k}={v}" for k, v in knobs.items())
     return [
         Metric("hf_plain_tok_s", n / t_plain, "tok/s", note=f"transformers generate, {how}"),
         Metric("hf_assisted_tok_s", n / t_asst, "tok/s", note=f"transformers assisted generate, {how}"),
