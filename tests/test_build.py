@@ -22,7 +22,9 @@ def _text(n=250, seed=0):
 
 TINY = """
 name: tiny
-teacher: {source: random, config: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1}}
+teacher:
+  source: random
+  config: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1}
 corpus:
   sources: [{path: text.txt}]
   doc_chars: 400
@@ -180,13 +182,12 @@ def test_suite_can_name_a_recipe_as_a_model(tiny, tmp_path):
 @pytest.mark.real_model
 def test_real_teacher_distils_a_student(tmp_path, monkeypatch):
     """SmolLM2-135M-Instruct as the teacher (its tokenizer, chat-template synthesis), a few hundred tokens."""
-    import shutil
     from slmbench.models import resolve
     from slmbench.suite import ModelSpec
     teacher_dir = resolve(ModelSpec(name="t", source="smollm2"))  # the shared converted model (cached)
     monkeypatch.setenv("SLMBENCH_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "cache" / "smollm2").mkdir(parents=True)
-    shutil.copytree(teacher_dir.hf_dir, tmp_path / "cache" / "smollm2" / "hf-fp32")
+    (tmp_path / "cache" / "smollm2" / "hf-fp32").symlink_to(teacher_dir.hf_dir)
     (tmp_path / "text.txt").write_text(_text(60))
     (tmp_path / "r.yaml").write_text("""
 name: real

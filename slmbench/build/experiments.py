@@ -1,7 +1,7 @@
 """The factory's controlled experiments (closing note of issue 4): one knob changed at a time from
 suites/recipes/claims.yaml, one shared corpus and teacher-logit cache, equal token budgets, 2 seeds.
 
-    python -m slmbench.build.experiments prepare            # corpora + teacher logits (resumable; run in pieces)
+    python -m slmbench.build.experiments prepare            # corpora, teacher logits, then every student of PLAN
     python -m slmbench.build.experiments run kd:0 ce:0 ...  # students (each cached; resumable)
     python -m slmbench.build.experiments report OUT_DIR     # results.json + README.md from the built manifests
 """
@@ -39,11 +39,18 @@ def _recipe(variant: str, seed: int):
     return load_recipe(RECIPE, deep_merge(VARIANTS[variant], {"seed": seed}))
 
 
+PLAN = ["tput_cached:0", "tput_teacher:0", "kd:0", "ce:0", "kd:1", "ce:1", "unfiltered:0", "unfiltered:1",
+        "curriculum:0", "curriculum:1", "mqa:0", "mha:0", "moe:0"]
+
+
 def cmd_prepare() -> None:
+    """The data stages for both corpora, then every student of PLAN not built yet (all cached and resumable,
+    so this can be run in pieces of a few minutes under the CPU lock until it completes)."""
     for v in ("kd", "unfiltered"):
         r, base = _recipe(v, 0)
         t = Teacher(r.teacher, seed=r.corpus.seed)
         prepare(r, base, t, specs(r, base, t))
+    cmd_run(PLAN)
 
 
 def cmd_run(names: list[str]) -> None:
@@ -51,6 +58,28 @@ def cmd_run(names: list[str]) -> None:
         v, _, s = n.partition(":")
         r, base = _recipe(v, int(s or 0))
         build_recipe(r, base, f"{RECIPE} + {v} seed {s or 0}")
+
+
+METHOD = """## Method
+
+- Teacher: SmolLM2-135M-Instruct (fp32). Students share its tokenizer (49,152 ids), tied embeddings, Llama blocks
+  (h=192, 4 layers, 6 query heads; KV heads 6 = MHA, 2 = GQA, 1 = MQA) or a Mixtral MoE (4 experts of width 256,
+  top-2: the same active MLP width, 512, as the dense students).
+- Corpus: Austen, Shakespeare, movie reviews, Python docs, fortunes (a deliberately noisy source) and the Python
+  standard library, 600 kB each; paragraphs merged into documents of up to 1,500 characters, exact-duplicate
+  removal, a held-out split by document hash (the same for every variant), a 128k-token training pool.
+- Filtered: the best half of the pool's tokens by teacher perplexity (first 64 tokens of each document) and
+  symbol/repetition heuristics. Unfiltered: a random half of the same pool (same token count).
+- Loss: L = a·CE + (1-a)·t²·KL over the teacher's cached top-32 logits (teacher top-k renormalised at t; student
+  full-vocabulary log-softmax gathered at those ids), a = 0.5, t = 2; CE-only: a = 1.
+- Curriculum: w_i(p) = exp(-(1-2p)·z_i) renormalised to mean 1, z_i = standardised teacher loss of sample i
+  (easy samples weigh more early, hard ones late); uniform: w_i = 1.
+- Budget: every student sees the same number of tokens (one pass over its 64k-token corpus, batch 8 × 128),
+  AdamW lr 3e-3, warmup 10 steps, cosine to 10%. Held-out bits/byte = summed next-token NLL in bits over the
+  UTF-8 bytes of the predicted tokens; agreement = share of held-out positions where the student's argmax is the
+  teacher's.
+- Machine: 2-core AMD EPYC VM, no GPU, 2 torch threads; every run under the shared CPU lock.
+"""
 
 
 def _manifest(v: str, seed: int) -> dict | None:
@@ -101,7 +130,8 @@ def cmd_report(out: Path) -> None:
             rows = res.get(v, [])
             L.append(f"| {title} | {v} | {_agg(rows, 'bpb')} | {_agg(rows, 'agreement')} |")
     L += ["", "| student | params total | params active | non-embedding total / active | KV bytes/token "
-          "(formula / measured, fp32) | held-out bits/byte | top-1 agreement | train tok/s |", "|---|---|---|---|---|---|---|---|"]
+          "(formula / measured, fp32) | held-out bits/byte | top-1 agreement | train tok/s |",
+          "|---|---|---|---|---|---|---|---|"]
     for v in ("mha", "kd", "mqa", "moe"):
         for r in res.get(v, [])[:1]:
             kv = r["kv_bytes_per_token"]
@@ -114,6 +144,17 @@ def cmd_report(out: Path) -> None:
         L += ["", f"Training throughput, same student, {a['tokens_seen']:,} tokens (steady-state median step): "
               f"cached teacher logits {a['tok_s_steady']:,.0f} tok/s vs teacher in the loop "
               f"{b['tok_s_steady']:,.0f} tok/s ({a['tok_s_steady'] / b['tok_s_steady']:.1f}x)."]
+    if (m := _manifest("kd", 0)) and "filter" in m["data"]:
+        f = m["data"]["filter"]
+        L += ["", f"Quality filter (kd/ce/curriculum corpus): kept {f['kept_docs']} of {f['pool_docs']} documents, "
+              f"{f['kept_tokens']:,} of {f['pool_tokens']:,} tokens. Kept vs dropped means: teacher perplexity "
+              f"{f['mean_teacher_ppl']['kept']} vs {f['mean_teacher_ppl']['dropped']}, symbol ratio "
+              f"{f['mean_symbol_ratio']['kept']} vs {f['mean_symbol_ratio']['dropped']}, repetition "
+              f"{f['mean_repetition']['kept']} vs {f['mean_repetition']['dropped']}.", "",
+              "| source | pool tokens | kept tokens | kept share |", "|---|---|---|---|"]
+        for src, v in f["per_source_tokens"].items():
+            L.append(f"| {src} | {v['pool']:,} | {v['kept']:,} | {v['kept'] / max(1, v['pool']):.0%} |")
+    L += ["", METHOD]
     (out / "README.md").write_text("\n".join(L) + "\n")
     print("\n".join(L))
 
