@@ -65,4 +65,4 @@ def fmt_num(x: float) -> str:
 
 def fmt_spread(x: float) -> str:
     """Spreads need two significant digits, not more."""
-    return f"{x:.2g}" if abs(x) < 1000 else f"{x:,.0f}"
+    return f"{x:.2g}" if abs(x) < 100 else f"{x:,.0f}"
