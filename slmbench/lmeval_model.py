@@ -30,8 +30,16 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 def go_offline() -> None:
     """Data is local: never let datasets / the hub try the network (read when those modules are imported)."""
+    import sys
     for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ[k] = "1"
+    # Modules already imported read their switch at import time: set their constants too.
+    for mod, names in (("datasets.config", ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")),
+                       ("huggingface_hub.constants", ("HF_HUB_OFFLINE",))):
+        if mod in sys.modules:
+            for n in names:
+                if hasattr(sys.modules[mod], n):
+                    setattr(sys.modules[mod], n, True)
 
 
 # --- task directories -------------------------------------------------------------------------------------------
@@ -189,8 +197,14 @@ def _lm_class():
             if engine is None:
                 engine = load_engine_standalone(source, path, dtype, quantization, threads)
             self.engine = engine
-            super().__init__(pretrained=engine.model, tokenizer=engine.tokenizer, batch_size=batch_size,
-                             max_batch_size=max_batch_size, **kw)
+            # HFLM re-ties input/output embeddings; on a quantized variant that would undo (or break on) the
+            # quantized head. The engine's model is already exactly the variant to score.
+            engine.model.tie_weights = lambda *a, **k: None
+            try:
+                super().__init__(pretrained=engine.model, tokenizer=engine.tokenizer, batch_size=batch_size,
+                                 max_batch_size=max_batch_size, **kw)
+            finally:
+                del engine.model.tie_weights
 
     return SlmbenchLM
 

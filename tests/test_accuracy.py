@@ -66,7 +66,7 @@ def test_quality_vs_cost_joins_accuracy_with_cost(tiny_run):
     acc = df[(df["metric"] == "acc_norm") & df["labels"].str.contains("slmbench_tiny")]["value"].item()
     assert j.loc[0, "slmbench_tiny acc_norm"] == acc and j.loc[0, "decode tok/s"] > 0 and j.loc[0, "peak RSS MB"] > 0
     html, md = quality_vs_cost(df)
-    assert "| slmbench_tiny acc_norm % |" in md and "| my_add acc % |" in md and f"{100 * acc:.1f} ± " in md
+    assert "| slmbench_tiny acc_norm % (n=10) |" in md and "| my_add acc % (n=10) |" in md and f"{100 * acc:.1f} ± " in md
     assert "<h2>Quality vs cost</h2>" in html and "data:image/png;base64," in html
     # (cost, quality): the cheaper-and-better point dominates; ties on one axis keep both ends of the front
     assert pareto([(1, 50), (2, 60), (3, 55), (1, 40)]) == [0, 1]
@@ -112,6 +112,19 @@ def test_scenario_scores_like_a_direct_loglikelihood(slm_env):
     assert got[("acc", "slmbench_tiny")].n == len(items) == 40
     assert got[("acc", "slmbench_tiny")].value == pytest.approx(acc / len(items))
     assert got[("acc_norm", "slmbench_tiny")].value == pytest.approx(acc_norm / len(items))
+
+
+def test_quantized_variant_through_the_lm_eval_wrapper(slm_env):
+    """torch dynamic int8 (which lm-eval's `hf` model cannot load) scores through `--model slmbench`'s class."""
+    import lm_eval
+    from slmbench.lmeval_model import from_engine, load_engine_standalone, task_manager
+    eng = load_engine_standalone("random", None, "fp32", "int8_dynamic", 1)
+    assert "quantized.dynamic" in type(eng.model.lm_head).__module__
+    res = lm_eval.simple_evaluate(model=from_engine(eng, batch_size=4), tasks=["slmbench_tiny"], limit=6,
+                                  task_manager=task_manager(), log_samples=False, bootstrap_iters=0)
+    assert res["n-samples"]["slmbench_tiny"]["effective"] == 6
+    assert 0 <= res["results"]["slmbench_tiny"]["acc,none"] <= 1
+    assert "quantized.dynamic" in type(eng.model.lm_head).__module__  # not re-tied to the fp32 embedding
 
 
 def test_task_pack_matches_lm_eval_definitions():

@@ -84,11 +84,15 @@ def table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         return [], []
     qcols = [(m, t) for m, _, t in quality_columns(df) if t in j.columns]
     ccols = [(t, m) for m, t, _ in COSTS if t in j.columns]
-    header = ["model", "variant", "device"] + [t + (" %" if m in ACC else "") for m, t in qcols] + [t for t, _ in ccols]
+    ns = {t: set(j[t + " _n"].dropna().astype(int)) for _, t in qcols}  # items: in the title when all agree
+    header = ["model", "variant", "device"] + [t + (" %" if m in ACC else "") + (f" (n={min(ns[t])})" if
+                                               len(ns[t]) == 1 else "") for m, t in qcols] + [t for t, _ in ccols]
     rows = []
     for _, r in j.iterrows():
         row = [r["model"], r["variant"], r["device"]]
-        row += [_fmt(r.get(t), r.get(t + " _se"), pct=m in ACC) for m, t in qcols]
+        row += [_fmt(r.get(t), r.get(t + " _se"), pct=m in ACC) +
+                (f" (n={int(r[t + ' _n'])})" if len(ns[t]) > 1 and not pd.isna(r.get(t + " _n")) else "")
+                for m, t in qcols]
         row += [_fmt(r.get(t)) for t, _ in ccols]
         rows.append(row)
     return header, rows
@@ -155,8 +159,9 @@ def quality_vs_cost(df: pd.DataFrame) -> tuple[str, str]:
     header, rows = table(df)
     if not rows:
         return "", ""
-    note = ("Accuracy in % ± stderr (lm-eval; acc_norm where the task defines it, else acc), bits/B ± none; "
-            "cost columns from the latency, memory and energy scenarios of the same model variant and device.")
+    note = ("Accuracy in % ± stderr over n items (lm-eval; acc_norm where the task defines it, else acc); bits/B: "
+            "held-out bits per byte (lower is better); cost columns from the latency, memory and energy scenarios "
+            "of the same model variant and device.")
     esc = lambda s: str(s).replace("|", "\\|")
     md = ["## Quality vs cost", "", note, "", "| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
