@@ -78,6 +78,8 @@ def cmd_report(a) -> int:
     df, man = st.rows(rid), st.manifest(rid)
     text = {"md": lambda: render.to_markdown(df, rid, man), "html": lambda: render.to_html(df, rid, man),
             "json": lambda: render.to_json(df, rid, man)}[a.format]()
+    if getattr(a, "cost", False):
+        text = _with_cost(text, a.format, df, rid, man)
     if a.output:
         Path(a.output).parent.mkdir(parents=True, exist_ok=True)
         Path(a.output).write_text(text, encoding="utf-8")
@@ -85,6 +87,22 @@ def cmd_report(a) -> int:
     else:
         sys.stdout.write(text + "\n")
     return 0
+
+
+def _with_cost(text: str, fmt: str, df, rid: str, man: dict) -> str:
+    """The cloud-vs-device cost table (slmbench.cost) added to a report."""
+    import json
+    from .cost import build
+    from .report import cost as rc, render
+    ct = build(df)
+    if fmt == "md":
+        return text + "\n" + rc.to_markdown(ct)
+    if fmt == "html":
+        return render.to_html(df, rid, man, extra_html=rc.to_html(ct))
+    d = json.loads(text)
+    d["cost"] = {"rows": ct.rows, "break_even": ct.break_even, "notes": ct.notes,
+                 "assumptions": ct.assumptions.model_dump()}
+    return json.dumps(d, indent=1, default=str)
 
 
 def cmd_build(a) -> int:
@@ -148,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--run", help="run id (default: latest)")
     sp.add_argument("--format", choices=["md", "html", "json"], default="md")
     sp.add_argument("--output", help="write to this file instead of stdout")
+    sp.add_argument("--cost", action="store_true", help="add the cloud-vs-device cost table (devices/, "
+                    "devices/cloud/ price tables and assumptions)")
     sp = add("build", cmd_build, "build a student from a recipe (cached; resumes an interrupted build)")
     sp.add_argument("recipe")
     sp = add("overhead", cmd_overhead, "benchmark: harness decode tok/s vs a bare model.generate loop")

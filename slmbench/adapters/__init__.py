@@ -58,6 +58,8 @@ def load_profile(name: str, file: str | None = None, field: str | None = None) -
     if prof.adapter not in ADAPTERS:
         raise UserError(f"unknown adapter {prof.adapter!r} (known: {', '.join(sorted(ADAPTERS))})",
                         file=str(path), field="adapter")
+    if hasattr(ADAPTERS[prof.adapter], "check_profile"):  # adapter-specific settings (e.g. a cloud endpoint's)
+        ADAPTERS[prof.adapter].check_profile(prof, str(path))
     return prof
 
 
@@ -66,8 +68,22 @@ def make_adapter(profile: DeviceProfile, threads: int | None = None):
     return ADAPTERS[profile.adapter](profile, threads)
 
 
+@register_adapter("profile")
+class ProfileAdapter:
+    """A device that is not here (phone, board, laptop): its figures feed projections (slmbench.cost), labelled
+    `projected`. Nothing runs on it: a job naming it is recorded as unsupported, never silently run on the host."""
+
+    def __init__(self, profile, threads: int | None = None):
+        self.profile, self.threads = profile, threads
+
+    def setup(self) -> None:
+        from ..errors import Unsupported
+        raise Unsupported(f"{self.profile.name} is a device profile for projections (slmbench report --cost), "
+                          "not a device on this machine")
+
+
 def _load_adapters() -> None:
-    from . import cpu, cuda  # noqa: F401  (registration side effect)
+    from . import cloud, cpu, cuda  # noqa: F401  (registration side effect; cloud also registers backend openai)
 
 
 def host_info() -> dict:

@@ -17,6 +17,7 @@ def register_backend(name: str):
 
 def load_engine(files, variant, adapter, progress=print):
     from . import llamacpp, torch_hf  # noqa: F401  (llamacpp imports llama_cpp only when loading)
+    from ..adapters import cloud  # noqa: F401  (registers backend openai: an OpenAI-compatible endpoint)
     from ..errors import Unsupported
     if variant.backend not in BACKENDS:
         raise Unsupported(f"backend {variant.backend!r} is not available (known: {', '.join(sorted(BACKENDS))})")

@@ -41,7 +41,7 @@ def register_scenario(name: str, params: type[Params] = Params, needs_engine: bo
 
 def _load_builtins() -> None:
     from . import energy, faults, latency, memory  # noqa: F401  (faults: test-only fault injection)
-    for optional in ("accuracy", "perplexity", "speculative"):
+    for optional in ("accuracy", "perplexity", "speculative", "serving"):
         try:
             __import__(f"{__name__}.{optional}")
         except ImportError as e:  # a scenario whose module is absent or whose optional deps are missing

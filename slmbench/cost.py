@@ -1,0 +1,334 @@
+"""Cost of a token, cloud vs device: money, energy, battery, time, and cost per *correct* answer.
+
+Inputs: a run's tidy rows (measured latency / accuracy / serving rows), device profiles (devices/*.yaml: the
+measured host, and phones, boards, laptops that are not here), price tables (devices/cloud/*.yaml) and the
+stated assumptions (devices/cloud/_assumptions.yaml: blend ratio, electricity price, duty cycle, answer size).
+
+The workload unit is one *blended* token: `blend_in` prompt tokens per `blend_out` generated ones (3:1 unless
+the assumptions say otherwise), the ratio cloud list prices are usually blended at. So on a device
+    seconds/token = (f_in / prefill tok/s + f_out / decode tok/s),   f_in = in/(in+out), f_out = out/(in+out)
+    J/token       = active W × seconds/token
+    battery %/1k  = 1000 × J/token ÷ (battery Wh × 3600) × 100
+    $ electricity = J/token × 1e6 / 3.6e6 × $/kWh                    (per 1M tokens)
+    $ hardware    = price ÷ (lifetime × 365 × duty h/day × 3600) × seconds/token × 1e6   (amortised)
+and in the cloud $ = f_in × input price + f_out × output price (per 1M tokens).
+
+Projection to a device that is not here (always labelled `projected`): batch-1 decode streams every weight once
+per token, so it is bandwidth-bound. The host's efficiency e = decode tok/s × bytes/token ÷ host bandwidth (the
+latency scenario's `decode_roofline_frac`) is assumed to carry over: decode' = e × bandwidth' ÷ bytes/token.
+Prefill is compute-bound: prefill' = prefill × compute' ÷ host compute (same fraction of peak).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import UserError
+from .settings import devices_dir
+
+
+class Assumptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    blend_in: float = Field(3, ge=0)
+    blend_out: float = Field(1, gt=0)
+    answer_prompt_tokens: int = Field(300, ge=0, description="tokens of one question (cost per correct answer)")
+    answer_output_tokens: int = Field(100, ge=1)
+    electricity_usd_per_kwh: float = Field(0.165, ge=0, description="default where a profile gives none")
+    duty_hours_per_day: float = Field(1.0, gt=0, le=24, description="hours/day of generation the hardware's "
+                                      "price is charged to")
+    host_compute_gflops: float | None = Field(None, gt=0, description="peak FP32 of the measured host's cores")
+    host_device: str = "local-cpu"
+    project_to: list[str] = Field(default_factory=list, description="profiles to project onto (default: all "
+                                  "profile-adapter devices)")
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def f_in(self) -> float:
+        return self.blend_in / (self.blend_in + self.blend_out)
+
+    @property
+    def f_out(self) -> float:
+        return self.blend_out / (self.blend_in + self.blend_out)
+
+    def blend_text(self) -> str:
+        return f"{self.blend_in:g}:{self.blend_out:g} (prompt:generated)"
+
+
+class PriceEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    input_usd_per_m: float = Field(ge=0)
+    output_usd_per_m: float = Field(ge=0)
+    date: str = Field(description="when the price was valid (YYYY-MM-DD or YYYY-MM)")
+    source: str = Field(min_length=1)
+    note: str = ""
+
+
+class PriceTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    provider: str
+    currency: str = "USD"
+    note: str = ""
+    models: list[PriceEntry] = Field(min_length=1)
+
+
+def cloud_dir() -> Path:
+    return devices_dir() / "cloud"
+
+
+def load_assumptions(path: Path | None = None) -> Assumptions:
+    from .suite import load_yaml, parse_model
+    p = path or cloud_dir() / "_assumptions.yaml"
+    return parse_model(Assumptions, load_yaml(p), str(p)) if p.is_file() else Assumptions()
+
+
+def load_prices(d: Path | None = None) -> dict[str, tuple[PriceTable, PriceEntry]]:
+    """'<provider>/<model>' -> (table, entry), from every devices/cloud/*.yaml not starting with '_'."""
+    from .suite import load_yaml, parse_model
+    out = {}
+    for f in sorted((d or cloud_dir()).glob("*.yaml")):
+        if f.name.startswith("_"):
+            continue
+        t = parse_model(PriceTable, load_yaml(f), str(f))
+        for e in t.models:
+            out[f"{t.provider}/{e.model}"] = (t, e)
+    return out
+
+
+def load_profiles() -> dict:
+    from .adapters import DeviceProfile
+    from .suite import load_yaml, parse_model
+    return {f.stem: parse_model(DeviceProfile, load_yaml(f), str(f)) for f in sorted(devices_dir().glob("*.yaml"))}
+
+
+# --- the arithmetic (one screen; tests check it by hand) ---------------------------------------------------------
+
+def seconds_per_token(a: Assumptions, prefill_tok_s: float | None, decode_tok_s: float) -> float:
+    if a.f_in and not prefill_tok_s:
+        return math.nan
+    return (a.f_in / prefill_tok_s if a.f_in else 0.0) + a.f_out / decode_tok_s
+
+
+def device_costs(a: Assumptions, s_per_tok: float, active_w: float | None, battery_wh: float | None,
+                 price_usd: float | None, lifetime_years: float | None, usd_per_kwh: float) -> dict:
+    j = active_w * s_per_tok if active_w else None
+    hw_s = price_usd / (lifetime_years * 365 * a.duty_hours_per_day * 3600) if price_usd and lifetime_years else None
+    return {"j_per_token": j,
+            "battery_pct_per_1k": 1000 * j / (battery_wh * 3600) * 100 if j and battery_wh else None,
+            "electricity_usd_per_m": j * 1e6 / 3.6e6 * usd_per_kwh if j is not None else None,
+            "hardware_usd_per_m": hw_s * s_per_tok * 1e6 if hw_s else None}
+
+
+def cloud_usd_per_m(a: Assumptions, e: PriceEntry) -> float:
+    return a.f_in * e.input_usd_per_m + a.f_out * e.output_usd_per_m
+
+
+def project(decode_tok_s: float, prefill_tok_s: float | None, roofline_frac: float, bytes_per_token: float,
+            host_compute: float | None, profile) -> dict:
+    """Host measurements → a profile. Decode: same fraction of the bandwidth roofline; prefill: same fraction of
+    peak compute (None when either compute figure is missing)."""
+    dec = roofline_frac * profile.memory_bandwidth_gbs * 1e9 / bytes_per_token
+    pre = prefill_tok_s * profile.compute_gflops / host_compute if prefill_tok_s and host_compute and \
+        profile.compute_gflops else None
+    return {"decode_tok_s": dec, "prefill_tok_s": pre}
+
+
+def break_even_tokens(hw_price: float, cloud_usd_per_tok: float, elec_usd_per_tok: float) -> float:
+    """Tokens after which buying the device for this work costs less than the API: price / (cloud − electricity)."""
+    gap = cloud_usd_per_tok - elec_usd_per_tok
+    return hw_price / gap if gap > 0 else math.inf
+
+
+# --- from the store to the table --------------------------------------------------------------------------------
+
+@dataclass
+class CostTable:
+    rows: list[dict]
+    break_even: list[dict]
+    assumptions: Assumptions
+    notes: list[str] = field(default_factory=list)
+    profiles: dict = field(default_factory=dict, repr=False)  # name -> DeviceProfile, for the sources list
+
+
+def _variant_name(v: str) -> str:
+    from .report.tables import variant_name  # pure formatting helper, shared with the main table
+    return variant_name(v)
+
+
+def _val(g: pd.DataFrame, metric: str, scenario: str | None = None):
+    sub = g[(g["metric"] == metric) & (g["status"] == "ok")]
+    if scenario:
+        sub = sub[sub["scenario"] == scenario]
+    sub = sub[sub["value"].notna()]
+    return float(sub.iloc[0]["value"]) if len(sub) else None
+
+
+def _quality(g: pd.DataFrame) -> tuple[float | None, str]:
+    acc = g[(g["metric"] == "acc") & (g["status"] == "ok") & g["value"].notna()]
+    if acc.empty:
+        return None, ""
+    tasks = [json.loads(x).get("task", "?") for x in acc["labels"]]
+    parts = [f"{t} {v:.3f}" for t, v in zip(tasks, acc["value"])]
+    return float(acc["value"].mean()), "acc " + ", ".join(parts) + (" (mean)" if len(parts) > 1 else "")
+
+
+def build(df: pd.DataFrame, a: Assumptions | None = None, profiles: dict | None = None,
+          prices: dict | None = None) -> CostTable:
+    a = a or load_assumptions()
+    profiles = profiles if profiles is not None else load_profiles()
+    prices = prices if prices is not None else load_prices()
+    df = df.copy()
+    df["vname"] = df["variant"].map(_variant_name)
+    rows, notes = [], []
+    host = profiles.get(a.host_device)
+    host_elec = (host.electricity_usd_per_kwh if host and host.electricity_usd_per_kwh is not None
+                 else a.electricity_usd_per_kwh)
+    quality_of: dict = {}
+    targets = [profiles[n] for n in (a.project_to or sorted(profiles))
+               if n in profiles and profiles[n].adapter == "profile"]
+
+    # measured host variants, then their projections
+    for (model, vname, dev), g in df.groupby(["model", "vname", "device"], sort=False):
+        prof = profiles.get(dev)
+        if not prof or prof.adapter not in ("cpu", "cuda"):
+            continue
+        dec, pre = _val(g, "decode_tok_s", "latency"), _val(g, "prefill_tok_s", "latency")
+        q, qtext = _quality(g)
+        variant = json.loads(g.iloc[0]["variant"])
+        quality_of[(model, vname)] = (q, qtext)
+        if dec is None:
+            continue
+        threads = variant.get("threads") or prof.cores or _host_threads(g)
+        active_w = prof.active_w or (prof.per_core_active_w * threads if prof.per_core_active_w else None)
+        spt = seconds_per_token(a, pre, dec)
+        base = {"model": model, "variant": vname, "quality": q, "quality_text": qtext, "api_usd_per_m": 0.0}
+        rows.append({**base, "device": dev, "kind": "device (measured host)", "source": "measured",
+                     "decode_tok_s": dec, "prefill_tok_s": pre, "ttft_ms": _val(g, "ttft_ms", "latency"),
+                     **device_costs(a, spt, active_w, prof.battery_wh, prof.price_usd, prof.lifetime_years, host_elec),
+                     "power_source": f"estimated: {threads} cores × {prof.per_core_active_w:g} W" if not prof.active_w
+                     and prof.per_core_active_w else "profile"})
+        frac = _val(g, "decode_roofline_frac", "latency")
+        bpt = _bytes_per_token(g, threads)
+        if not (frac and bpt):
+            notes.append(f"{model} [{vname}]: no roofline rows (bandwidth not measured): not projected")
+            continue
+        for p in targets:
+            if not p.memory_bandwidth_gbs:
+                continue
+            pj = project(dec, pre, frac, bpt, a.host_compute_gflops, p)
+            spt = seconds_per_token(a, pj["prefill_tok_s"], pj["decode_tok_s"])
+            elec = p.electricity_usd_per_kwh if p.electricity_usd_per_kwh is not None else a.electricity_usd_per_kwh
+            rows.append({**base, "device": p.name, "kind": "device (projected)", "source": "projected", **pj,
+                         "ttft_ms": None, "power_source": "profile",
+                         **device_costs(a, spt, p.active_w, p.battery_wh, p.price_usd, p.lifetime_years, elec)})
+
+    # endpoints measured through the cloud adapter (e.g. the local llama.cpp server standing in for a cloud model)
+    for (model, vname, dev), g in df.groupby(["model", "vname", "device"], sort=False):
+        prof = profiles.get(dev)
+        if not prof or prof.adapter != "cloud":
+            continue
+        ex = prof.extra
+        srv = g[g["scenario"] == "serving"]
+        same = ex.get("same_weights_as") or {}
+        q, qtext = _quality(g)
+        if q is None and same:
+            key = (same.get("model", model), _variant_name(json.dumps({k: v for k, v in same.items() if k != "model"})))
+            q, qtext = quality_of.get(key, (None, ""))
+            qtext = f"{qtext} (same weights, measured on the host)" if qtext else ""
+        entry = prices.get(ex.get("price") or "")
+        api = cloud_usd_per_m(a, entry[1]) if entry else None
+        dec = _val(srv, "decode_tok_s") or _val(g, "decode_tok_s", "latency")
+        ok = _val(srv, "requests_ok")
+        fails = srv[(srv["metric"] == "requests_failed") & (srv["status"] == "ok")]["value"].sum()
+        row = {"model": model, "variant": ex.get("stands_in_for") or vname, "device": dev,
+               "kind": "cloud (measured endpoint)", "source": "measured", "quality": q, "quality_text": qtext,
+               "decode_tok_s": dec, "prefill_tok_s": None, "ttft_ms": _val(srv, "ttft_ms") or _val(g, "ttft_ms"),
+               "e2e_ms": _val(srv, "e2e_ms"), "api_usd_per_m": api, "j_per_token": None, "battery_pct_per_1k": None,
+               "electricity_usd_per_m": None, "hardware_usd_per_m": None,
+               "requests": f"{int(ok or 0)} ok, {int(fails)} failed" if len(srv) else ""}
+        if api is None:
+            row["api_note"] = "no price entry: self-hosted"
+        rows.append(row)
+
+    # price-table models: list prices only (not reachable from here)
+    for key, (t, e) in prices.items():
+        if t.provider == "local":
+            continue
+        rows.append({"model": e.model, "variant": t.provider, "device": "cloud", "kind": "cloud (price table)",
+                     "source": "price table", "quality": None, "quality_text": "", "decode_tok_s": None,
+                     "prefill_tok_s": None, "ttft_ms": None, "api_usd_per_m": cloud_usd_per_m(a, e),
+                     "j_per_token": None, "battery_pct_per_1k": None, "electricity_usd_per_m": None,
+                     "hardware_usd_per_m": None, "price_date": e.date, "price_source": e.source})
+
+    tokens_per_answer = a.answer_prompt_tokens + a.answer_output_tokens
+    for r in rows:
+        user = sum(x for x in (r.get("electricity_usd_per_m"), r.get("hardware_usd_per_m")) if x is not None)
+        total = (r.get("api_usd_per_m") or 0.0) + user
+        r["total_usd_per_m"] = total
+        per_answer = total * tokens_per_answer / 1e6
+        r["usd_per_answer"] = per_answer
+        r["usd_per_correct"] = per_answer / r["quality"] if r.get("quality") else None
+        r["usd_per_correct_is_bound"] = not r.get("quality")  # ≥ per-answer cost: accuracy ≤ 1
+
+    be = _break_even(a, rows, prices, profiles)
+    return CostTable(rows, be, a, notes, profiles)
+
+
+def _break_even(a: Assumptions, rows: list[dict], prices: dict, profiles: dict) -> list[dict]:
+    """Per device row with a hardware price: tokens after which buying it beats each priced cloud model."""
+    out = []
+    clouds = [(k, cloud_usd_per_m(a, e) / 1e6) for k, (t, e) in prices.items() if t.provider != "local"]
+    for r in rows:
+        p = profiles.get(r["device"])
+        if not r["kind"].startswith("device") or not p or not p.price_usd or r.get("electricity_usd_per_m") is None:
+            continue
+        elec = r["electricity_usd_per_m"] / 1e6
+        spt = seconds_per_token(a, r.get("prefill_tok_s"), r["decode_tok_s"])
+        per_day = a.duty_hours_per_day * 3600 / spt if spt and not math.isnan(spt) else None
+        for k, c in clouds:
+            v = break_even_tokens(p.price_usd, c, elec)
+            days = v / per_day if per_day and math.isfinite(v) else math.inf
+            out.append({"model": r["model"], "variant": r["variant"], "device": r["device"], "cloud": k,
+                        "break_even_m_tokens": v / 1e6, "days_at_duty": days,
+                        "within_lifetime": days <= (p.lifetime_years or 0) * 365})
+    return out
+
+
+def _host_threads(g: pd.DataFrame) -> int:
+    import os
+    return len(os.sched_getaffinity(0))
+
+
+def _bytes_per_token(g: pd.DataFrame, threads: int) -> float | None:
+    """Weight bytes read per decoded token, as the latency scenario wrote it in the roofline row's note
+    ("bandwidth B GB/s (...) ÷ X MB weights read per token"); else host bandwidth (cache) ÷ roofline tok/s."""
+    import re
+    r = g[(g["metric"] == "decode_roofline_tok_s") & (g["status"] == "ok")]
+    if r.empty:
+        return None
+    m = re.search(r"÷ ([0-9.]+) MB weights", str(r.iloc[0]["note"]))
+    if m:
+        return float(m.group(1)) * 1e6
+    from .adapters.bandwidth import cached
+    bw = cached(threads)
+    return bw["gbs"] * 1e9 / float(r.iloc[0]["value"]) if bw else None
+
+
+def check_sources(profile) -> list[str]:
+    """Figures a cost table uses that the profile gives without a source."""
+    used = ("memory_bandwidth_gbs", "compute_gflops", "active_w", "idle_w", "battery_wh", "price_usd",
+            "lifetime_years", "electricity_usd_per_kwh")
+    return [f for f in used if getattr(profile, f) is not None and f not in profile.sources]
+
+
+def require_sources(profiles: dict) -> None:
+    for name, p in profiles.items():
+        missing = check_sources(p)
+        if missing and p.adapter == "profile":
+            raise UserError(f"figures without a source: {', '.join(missing)}", file=str(devices_dir() / f"{name}.yaml"),
+                            field="sources")

@@ -1,0 +1,173 @@
+"""The cloud-vs-device cost table (slmbench.cost) as Markdown and as an HTML fragment, with every assumption,
+price date and profile source printed beside it — a reader can redo each number by hand."""
+from __future__ import annotations
+
+import html
+import math
+
+import pandas as pd
+
+from ..metrics import fmt_num
+
+COLUMNS = [  # (key, title); "vendor pays" and "user pays" are separate on purpose: who pays is the question
+    ("model", "model"), ("variant", "variant"), ("device", "device"), ("source", "source"),
+    ("decode_tok_s", "decode tok/s"), ("prefill_tok_s", "prefill tok/s"), ("ttft_ms", "TTFT ms"),
+    ("quality", "quality (acc)"), ("api_usd_per_m", "vendor pays: API $/1M tok"),
+    ("electricity_usd_per_m", "user pays: electricity $/1M tok"),
+    ("hardware_usd_per_m", "user pays: hardware $/1M tok"),
+    ("j_per_token", "J/token"), ("battery_pct_per_1k", "battery %/1k tok"),
+    ("usd_per_correct", "$ per 1k correct answers"),
+]
+
+
+def _money(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if x == 0:
+        return "$0"
+    return f"${x:,.2f}" if x >= 1 else f"${x:.3g}"
+
+
+def _cell(r: dict, key: str) -> str:
+    v = r.get(key)
+    proj = " (proj.)" if r.get("source") == "projected" and key not in ("model", "variant", "device", "source",
+                                                                         "api_usd_per_m", "quality") else ""
+    if key in ("model", "variant", "device", "source"):
+        return str(v)
+    if key == "quality":
+        return "n/a" if v is None else f"{v:.3f}"
+    if key == "usd_per_correct":  # per 1,000 answers: readable money
+        if r.get("usd_per_correct_is_bound"):
+            pa = r.get("usd_per_answer")
+            return f"≥ {_money(pa * 1000)} (acc not measured)" if pa else "n/a"
+        return _money(v * 1000) + proj
+    if key == "api_usd_per_m":
+        return _money(v) + (" (self-hosted)" if r.get("kind", "").startswith("cloud (measured") else "")
+    if key.endswith("usd_per_m"):
+        return (_money(v) + proj) if v is not None else "n/a"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return fmt_num(v) + proj
+
+
+def table_rows(ct) -> tuple[list[str], list[list[str]]]:
+    order = {"device (measured host)": 0, "device (projected)": 1, "cloud (measured endpoint)": 2,
+             "cloud (price table)": 3}
+    rows = sorted(ct.rows, key=lambda r: (order.get(r["kind"], 9), r["device"] if r["kind"] != "device (projected)"
+                                          else "", r["device"], r["model"], str(r["variant"])))
+    return [t for _, t in COLUMNS], [[_cell(r, k) for k, _ in COLUMNS] for r in rows]
+
+
+def break_even_rows(ct) -> tuple[list[str], list[list[str]]]:
+    """One row per device (its fastest variant), one column per priced cloud model: "M tokens (days)", with a
+    mark where the device pays for itself within its lifetime at the stated duty cycle."""
+    fastest, priced = {}, {b["device"] for b in ct.break_even}
+    for r in ct.rows:
+        if r["kind"].startswith("device") and r.get("decode_tok_s") and r["device"] in priced:
+            if r["device"] not in fastest or r["decode_tok_s"] > fastest[r["device"]]["decode_tok_s"]:
+                fastest[r["device"]] = r
+    clouds = sorted({b["cloud"] for b in ct.break_even})
+    cell = {(b["device"], b["model"], b["variant"], b["cloud"]): b for b in ct.break_even}
+    out = []
+    for dev, r in fastest.items():
+        row = [dev, f"{r['model']} [{r['variant']}]"]
+        for c in clouds:
+            b = cell.get((dev, r["model"], r["variant"], c))
+            if not b:
+                row.append("n/a")
+            elif not math.isfinite(b["break_even_m_tokens"]):
+                row.append("never")
+            else:
+                row.append(f"{fmt_num(b['break_even_m_tokens'])} M ({fmt_num(b['days_at_duty'])} d)"
+                           + (" ✓" if b["within_lifetime"] else ""))
+        out.append(row)
+    return ["device", "variant (fastest)"] + clouds, out
+
+
+def assumptions_lines(ct) -> list[str]:
+    a = ct.assumptions
+    lines = [
+        f"Blend: {a.blend_text()} — every $/1M tok, J/token and battery figure is for tokens in this mix: "
+        f"{a.f_in:.0%} prompt tokens (at prefill speed / input price) and {a.f_out:.0%} generated tokens (at decode "
+        f"speed / output price).",
+        f"One answer = {a.answer_prompt_tokens} prompt + {a.answer_output_tokens} generated tokens; $ per 1k correct "
+        "answers = 1,000 × $ per answer ÷ accuracy (for a cloud model whose accuracy was not measured here it is shown as a "
+        "lower bound: accuracy ≤ 1).",
+        f"Electricity: ${a.electricity_usd_per_kwh:g}/kWh unless a profile sets its own; hardware is amortised over "
+        f"its lifetime at {a.duty_hours_per_day:g} h/day of generation (a device bought anyway costs the user only "
+        "the electricity and battery columns).",
+        "Projected rows: decode = (host decode tok/s × bytes/token ÷ host bandwidth) × profile bandwidth ÷ "
+        "bytes/token; prefill = host prefill × profile peak FP32 ÷ host peak FP32; energy = profile active W × "
+        "seconds/token. Projections, not measurements.",
+        "Measured host energy is an estimate (no RAPL counter on this VM): active W = threads × per-core W of the "
+        "host profile.",
+        "Cloud rows: list prices only — their energy, battery drain on the phone's radio and speed were not measured "
+        "(no network from this machine); the vendor pays the API bill, the user's device does almost no work.",
+    ]
+    lines += [f"{k}: {v}" for k, v in a.sources.items()]
+    return lines
+
+
+def price_lines(ct) -> list[str]:
+    return [f"{r['variant']}/{r['model']}: {_money(r['api_usd_per_m'])}/1M blended tok — {r.get('price_source')}"
+            for r in ct.rows if r["kind"] == "cloud (price table)"]
+
+
+def profile_lines(ct) -> list[str]:
+    profs = ct.profiles
+    used = {r["device"] for r in ct.rows if r["kind"] == "device (projected)"}
+    out = []
+    for n in sorted(used):
+        p = profs[n]
+        out.append(f"{n} ({p.description}): " + "; ".join(f"{k} = {getattr(p, k)} — {v}" for k, v in p.sources.items()
+                                                             if hasattr(p, k)))
+    return out
+
+
+def to_markdown(ct, title: str = "Cloud vs device: cost per token") -> str:
+    from .render import _md_table
+    h, rows = table_rows(ct)
+    parts = [f"## {title}", "", _md_table(h, rows), ""]
+    bh, brows = break_even_rows(ct)
+    if brows:
+        parts += ["### Break-even: buying the device for this work vs paying the API", "",
+                  "Blended tokens after which the device's price plus its electricity costs less than the cloud bill "
+                  "(price ÷ (cloud $/token − electricity $/token)), and the days that takes at "
+                  f"{ct.assumptions.duty_hours_per_day:g} h/day of generation; ✓ = within the device's lifetime.",
+                  "", _md_table(bh, brows), ""]
+    parts += ["### Assumptions", ""] + [f"- {x}" for x in assumptions_lines(ct)] + [""]
+    parts += ["### Prices (vendor pays)", ""] + [f"- {x}" for x in price_lines(ct)] + [""]
+    pl = profile_lines(ct)
+    if pl:
+        parts += ["### Device profiles (sources of every figure)", ""] + [f"- {x}" for x in pl] + [""]
+    if ct.notes:
+        parts += ["### Notes", ""] + [f"- {x}" for x in ct.notes] + [""]
+    return "\n".join(parts)
+
+
+def to_html(ct, title: str = "Cloud vs device: cost per token") -> str:
+    def table(h, rs):
+        th = "".join(f"<th>{html.escape(str(x))}</th>" for x in h)
+        trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rs)
+        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+    def ul(xs):
+        return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in xs) + "</ul>"
+
+    h, rows = table_rows(ct)
+    parts = [f"<h2>{html.escape(title)}</h2>", table(h, rows)]
+    bh, brows = break_even_rows(ct)
+    if brows:
+        parts += ["<h3>Break-even: buying the device for this work vs paying the API</h3>", table(bh, brows)]
+    parts += ["<h3>Assumptions</h3>", ul(assumptions_lines(ct)), "<h3>Prices (vendor pays)</h3>", ul(price_lines(ct))]
+    pl = profile_lines(ct)
+    if pl:
+        parts += ["<h3>Device profiles (sources of every figure)</h3>", ul(pl)]
+    if ct.notes:
+        parts += ["<h3>Notes</h3>", ul(ct.notes)]
+    return "<section class='cost'>" + "".join(parts) + "</section>"
+
+
+def from_rows(df: pd.DataFrame):
+    from ..cost import build
+    return build(df)
