@@ -147,6 +147,19 @@ def test_interrupted_training_resumes_from_checkpoint(tiny, tmp_path, monkeypatc
     assert not list(d.glob("*.partial"))
 
 
+def test_teacher_in_the_loop_matches_cached_logits(tiny):
+    """Same student, same data: running the teacher each step gives the same first-step loss as its cached top-k."""
+    import csv
+    from slmbench.build import build
+    recipe = tiny()
+    text = recipe.read_text().replace("train: {tokens: 2048", "train: {tokens: 512")
+    (recipe.parent / "a.yaml").write_text(text)
+    (recipe.parent / "b.yaml").write_text(text.replace("train: {", "train: {teacher_in_loop: true, "))
+    a, b = build(recipe.parent / "a.yaml"), build(recipe.parent / "b.yaml")
+    first = [float(next(csv.DictReader(open(x.path / "curves.csv")))["loss"]) for x in (a, b)]
+    assert b.manifest["train"]["teacher_in_loop"] and first[0] == pytest.approx(first[1], rel=1e-3)
+
+
 @pytest.mark.parametrize("old,new,field", [
     ("train: {tokens", "train: {bogus: 1, tokens", "train.bogus: unknown field"),
     ("path: text.txt", "path: missing.txt", "corpus.sources[0]: corpus source not found"),

@@ -62,7 +62,7 @@ class Teacher:
     def topk(self, x, k: int):
         """Teacher top-k logits (values, indices, sorted) and its NLL of the next token, for a (B, L) id batch."""
         import torch
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: teacher-in-the-loop training saves these ids for backward
             z = self.model(x).logits.float()
             v, i = z.topk(k, dim=-1)
             lse = z.logsumexp(-1)
