@@ -39,8 +39,8 @@ def _recipe(variant: str, seed: int):
     return load_recipe(RECIPE, deep_merge(VARIANTS[variant], {"seed": seed}))
 
 
-PLAN = ["tput_cached:0", "tput_teacher:0", "kd:0", "ce:0", "kd:1", "ce:1", "unfiltered:0", "unfiltered:1",
-        "curriculum:0", "curriculum:1", "mqa:0", "mha:0", "moe:0"]
+PLAN = ["tput_cached:0", "tput_teacher:0", "kd:0", "ce:0", "unfiltered:0", "curriculum:0", "kd:1", "ce:1",
+        "unfiltered:1", "curriculum:1", "mqa:0", "mha:0", "moe:0"]  # one seed of everything first
 
 
 def cmd_prepare() -> None:
