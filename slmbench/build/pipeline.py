@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ STUDENT_VERSION = 1
 class Built:
     path: Path
     manifest: dict
+    gguf: dict = field(default_factory=dict)  # level -> GGUF path (quantized exports, cached by quant.gguf)
 
     @property
     def model_dir(self) -> Path:
@@ -67,7 +68,7 @@ def build_recipe(r: Recipe, base: Path, recipe_file: str = "") -> Built:
     final = cache.artifact_path("student", sp["student"])
     if final.exists():
         note(f"cached: {final}")
-        return Built(final, json.loads((final / "manifest.json").read_text()))
+        return _ggufs(r, Built(final, json.loads((final / "manifest.json").read_text())))
     wall, t0 = {}, time.perf_counter()
 
     def lap(name):
@@ -109,4 +110,16 @@ def build_recipe(r: Recipe, base: Path, recipe_file: str = "") -> Built:
         export(tmp, model, teacher.tokenizer, manifest, st["log"], st["evals"])
     note(f"built {final} — held-out {result['heldout_bpb']:.3f} bits/byte, "
          f"top-1 agreement {result.get('top1_agreement', 0):.1%}, {manifest['train']['tok_s']:,.0f} train tok/s")
-    return Built(final, manifest)
+    return _ggufs(r, Built(final, manifest))
+
+
+def _ggufs(r: Recipe, b: Built) -> Built:
+    """Quantized exports: GGUFs of the student's HF dir, each cached (by quant.gguf) under the student's identity."""
+    from ..errors import JobError, UserError
+    for level in r.export.gguf:
+        from ..quant.gguf import gguf_for
+        try:
+            b.gguf[level] = gguf_for(b.model_dir, level, progress=note)[0]
+        except (JobError, ImportError) as e:
+            raise UserError(f"GGUF export at {level} failed: {e}", field="export.gguf")
+    return b

@@ -116,6 +116,11 @@ class Train(_Strict):
     eval_every: int = Field(0, ge=0, description="held-out eval every N steps (0: only at the end)")
 
 
+class Export(_Strict):
+    gguf: list[str] = Field(default_factory=list, description="also write GGUFs at these levels (f32, f16, q8_0, "
+                            "q4_0, ...; llama students only; quantized levels need llama-cpp-python)")
+
+
 class Recipe(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:+-]+$")
     description: str = ""
@@ -128,6 +133,7 @@ class Recipe(_Strict):
     logits: Logits = Field(default_factory=Logits)
     student: Student = Field(default_factory=Student)
     train: Train = Field(default_factory=Train)
+    export: Export = Field(default_factory=Export)
 
 
 def _teacher_dict(data: Any) -> Any:
@@ -167,6 +173,14 @@ def check_recipe(r: Recipe, file: str, base: Path) -> None:
             why = ("$SLMBENCH_DATA_DIR is not set or missing" if s.data is not None and data_dir() is None
                    else f"no such file or folder: {p}")
             raise UserError(f"corpus source not found ({why})", file=file, field=f"corpus.sources[{i}]")
+    if r.export.gguf:
+        from ..quant.gguf import LEVELS
+        for i, lv in enumerate(r.export.gguf):
+            if lv not in LEVELS:
+                raise UserError(f"unknown GGUF level {lv!r} (known: {', '.join(LEVELS)})", file=file,
+                                field=f"export.gguf[{i}]")
+        if r.student.arch != "llama":
+            raise UserError("GGUF export supports llama students only", file=file, field="export.gguf")
     if r.student.init == "teacher" and r.teacher.source == "random" and r.student.teacher_layers:
         n = (r.teacher.config or {}).get("num_hidden_layers", 2)
         if max(r.student.teacher_layers) >= n:
