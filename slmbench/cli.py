@@ -30,6 +30,9 @@ def cmd_run(a) -> int:
     from .runner import run_suite
     console = Console(stderr=True)
     out = _out(a.out)
+    if a.baseline and a.baseline not in ("last", "prev"):  # a bad baseline is bad input: say so before running
+        from .regression import check_ref
+        check_ref(_open_store(out), a.baseline, "--baseline")
     run_id = run_suite(a.suite, out, run_id=a.run_id, resume=a.resume, console=console, force=a.force)
     from .store import Store
     from .report.render import to_rich
@@ -42,7 +45,24 @@ def cmd_run(a) -> int:
     fails = failures(df)
     console.print(f"{len(st.jobs(run_id))} jobs, {len(fails)} not ok. Report: slmbench report --run {run_id}"
                   + (f" --out {out}" if a.out else ""))
+    if a.baseline:
+        from .regression import after_run
+        return after_run(st, run_id, a.baseline, a.threshold, a.rerun_suspects, out, a.md, a.html, console)
     return 0
+
+
+def cmd_compare(a) -> int:
+    """Exit 1 when a regression is confirmed, so a CI job fails."""
+    from rich.console import Console
+    from .regression import check_ref, report, resolve
+    out = _out(a.out)
+    st = _open_store(out)
+    check_ref(st, a.base, "BASE")
+    check_ref(st, a.new, "NEW")
+    new = resolve(st, a.new, field="NEW")
+    suite = st.db.execute("SELECT suite FROM runs WHERE run_id=?", (new,)).fetchone()[0]
+    base = resolve(st, a.base, suite=suite, before=new if a.base in ("last", "prev") else None, field="BASE")
+    return report(st, base, new, a.threshold, a.rerun_suspects, out, a.md, a.html, Console(stderr=True))
 
 
 def _pick_run(store, run_id: str | None) -> str:
@@ -78,6 +98,8 @@ def cmd_report(a) -> int:
     df, man = st.rows(rid), st.manifest(rid)
     text = {"md": lambda: render.to_markdown(df, rid, man), "html": lambda: render.to_html(df, rid, man),
             "json": lambda: render.to_json(df, rid, man)}[a.format]()
+    if getattr(a, "cost", False):
+        text = _with_cost(text, a.format, df, rid, man)
     if a.output:
         Path(a.output).parent.mkdir(parents=True, exist_ok=True)
         Path(a.output).write_text(text, encoding="utf-8")
@@ -85,6 +107,22 @@ def cmd_report(a) -> int:
     else:
         sys.stdout.write(text + "\n")
     return 0
+
+
+def _with_cost(text: str, fmt: str, df, rid: str, man: dict) -> str:
+    """The cloud-vs-device cost table (slmbench.cost) added to a report."""
+    import json
+    from .cost import build
+    from .report import cost as rc, render
+    ct = build(df)
+    if fmt == "md":
+        return text + "\n" + rc.to_markdown(ct)
+    if fmt == "html":
+        return render.to_html(df, rid, man, extra_html=rc.to_html(ct))
+    d = json.loads(text)
+    d["cost"] = {"rows": ct.rows, "break_even": ct.break_even, "notes": ct.notes,
+                 "assumptions": ct.assumptions.model_dump()}
+    return json.dumps(d, indent=1, default=str)
 
 
 def cmd_build(a) -> int:
@@ -123,6 +161,19 @@ def cmd_overhead(a) -> int:
     return 0
 
 
+def cmd_bandwidth(a) -> int:
+    """Measure (or show the cached) sustained memory read bandwidth used for roofline fractions."""
+    from .adapters.bandwidth import cached, ensure, forget
+    threads = a.threads or len(os.sched_getaffinity(0))
+    if a.remeasure:
+        forget(threads)
+    bw = cached(threads) or ensure(threads)
+    if not bw:
+        raise UserError("the bandwidth benchmark failed to run", field="bandwidth")
+    print(f"{bw['gbs']:.1f} GB/s best, {bw['median_gbs']:.1f} GB/s median ({bw['method']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slmbench", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -140,7 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("suite")
     sp.add_argument("--run-id", help="name the run (re-using an id resumes it)")
     sp.add_argument("--resume", action="store_true", help="finish the latest run of this suite")
+    _regression_args(sp)
+    sp.add_argument("--baseline", metavar="BASE|last", help="compare with this run (last: the suite's previous run)")
     sp.add_argument("--force", action="store_true", help="resume even though the suite file changed")
+    sp = add("compare", cmd_compare, "regression verdicts: NEW against BASE (exit 1 on a confirmed regression)")
+    sp.add_argument("base", metavar="BASE", help="run id, or last/prev (the NEW run's suite's run before NEW)")
+    sp.add_argument("new", metavar="NEW", help="run id, or last (the latest run)")
+    _regression_args(sp)
     sp = add("results", cmd_results, "tidy result rows to stdout")
     sp.add_argument("--run", help="run id (default: latest)")
     sp.add_argument("--all", action="store_true", help="every run")
@@ -150,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--run", help="run id (default: latest)")
     sp.add_argument("--format", choices=["md", "html", "json"], default="md")
     sp.add_argument("--output", help="write to this file instead of stdout")
+    sp.add_argument("--cost", action="store_true", help="add the cloud-vs-device cost table (devices/, "
+                    "devices/cloud/ price tables and assumptions)")
+    sp = add("bandwidth", cmd_bandwidth, "benchmark: sustained memory read bandwidth (cached per machine)")
+    sp.add_argument("--threads", type=int)
+    sp.add_argument("--remeasure", action="store_true", help="discard the cached figure and measure again")
     sp = add("build", cmd_build, "build a student from a recipe (cached; resumes an interrupted build)")
     sp.add_argument("recipe")
     sp = add("overhead", cmd_overhead, "benchmark: harness decode tok/s vs a bare model.generate loop")
@@ -162,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pairs", type=int, default=10)
     sp.add_argument("--json", action="store_true")
     return p
+
+
+def _regression_args(sp) -> None:
+    sp.add_argument("--rerun-suspects", action="store_true", help="rerun jobs with a regressed metric once; "
+                    "confirm only regressions the rerun reproduces")
+    sp.add_argument("--threshold", action="append", metavar="METRIC=REL", help="minimum relative change for a "
+                    "metric (e.g. decode_tok_s=0.05), or alpha=P; repeatable; overrides the suite's")
+    sp.add_argument("--md", metavar="PATH", help="write the Markdown summary here (compare: default stdout)")
+    sp.add_argument("--html", metavar="PATH", help="write the HTML report with trend plots here")
 
 
 def main(argv: list[str] | None = None) -> int:
