@@ -21,6 +21,7 @@ COLUMNS = [  # (metric, header)
     ("acceptance_rate", "a"), ("mean_accepted_len", "accepted/step"), ("tokens_per_step", "tok/step"),
     ("tokens_per_step_predicted", "tok/step pred."), ("cost_ratio_c", "c"), ("verify_cost_ratio", "verify cost"),
     ("speedup_predicted", "speedup pred."), ("speedup", "speedup meas."), ("speedup_vs_predicted", "meas./pred."),
+    ("speedup_predicted_verify", "pred. w/ meas. verify"),
     ("target_tok_s", "target tok/s"), ("spec_tok_s", "spec tok/s"), ("draft_tok_s", "draft tok/s"),
     ("hf_assisted_speedup", "HF assisted speedup"), ("greedy_identical", "lossless"),
 ]
@@ -90,7 +91,7 @@ def plot_png(df: pd.DataFrame) -> bytes | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     for i, ((target, draft, mode), g) in enumerate(f.groupby(["target", "draft", "mode"], sort=False)):
         g = g.sort_values("g")
         color = f"C{i % 10}"
@@ -98,13 +99,16 @@ def plot_png(df: pd.DataFrame) -> bytes | None:
         ax.errorbar(g["g"], g["speedup"], yerr=g.get("speedup:spread"), fmt="o-", color=color, capsize=3,
                     label=f"{label}: measured")
         ax.plot(g["g"], g["speedup_predicted"], "--", color=color, alpha=0.8, label=f"{label}: predicted")
+        if "speedup_predicted_verify" in g:
+            ax.plot(g["g"], g["speedup_predicted_verify"], ":", color=color, alpha=0.8,
+                    label=f"{label}: predicted, measured verify cost")
     ax.axhline(1, color="grey", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(f["g"].unique()), labels=[str(x) for x in sorted(f["g"].unique())])
     ax.set_xlabel("draft length g")
     ax.set_ylabel("speedup over the target alone (×)")
     ax.set_title("Speculative decoding: measured vs (1-a^(g+1))/((1-a)(gc+1))", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -114,7 +118,8 @@ def plot_png(df: pd.DataFrame) -> bytes | None:
 
 NOTE = ("a: acceptance rate (accepted ÷ draft positions reached); c: draft cost per drafted position ÷ target "
         "one-token step; verify cost: one target pass over g+1 tokens ÷ a one-token step (the formula assumes 1); "
-        "speedup pred.: Leviathan et al. (1-a^(g+1))/((1-a)(g·c+1)) from the measured a and c; speedup meas.: "
+        "speedup pred.: Leviathan et al. (1-a^(g+1))/((1-a)(g·c+1)) from the measured a and c; pred. w/ meas. "
+        "verify: the same with the measured verify cost in place of 1; speedup meas.: "
         "wall clock, target alone ÷ speculative, same loop, runtime, prompt and new-token count; lossless: fraction "
         "of repetitions whose output equals the target alone token for token; HF assisted: transformers' "
         "assisted/prompt-lookup generation on the same pair, once, end to end.")
