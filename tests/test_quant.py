@@ -204,6 +204,11 @@ def test_llamacpp_through_lm_eval(tiny_dir, adapter, tmp_path, monkeypatch):
         ctx = tok("The cat sat on", add_special_tokens=False)["input_ids"]
         cont = tok("The cat sat on" + c, add_special_tokens=False)["input_ids"][len(ctx):]
         assert lp == pytest.approx(ref.loglikelihood(ctx, cont)[0], abs=2e-3)
+    # rolling log-likelihood (perplexity tasks) = Σ over disjoint windows; generation stops at `until`
+    roll = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("The cat sat on the mat",), 0)])
+    assert math.isfinite(roll[0]) and roll[0] < 0
+    gen = lm.generate_until([Instance("generate_until", {}, ("The cat", {"until": ["\n"], "max_gen_toks": 5}), 0)])
+    assert isinstance(gen[0], str) and "\n" not in gen[0]
 
 
 def test_quantization_suite_validates():

@@ -89,8 +89,8 @@ def markdown(rows: list[dict]) -> str:
         acc = f"{r['acc']:.3f} ± {r['acc_stderr']:.3f}" if r["acc"] is not None and r["acc_stderr"] else \
             _f(r["acc"], ".3f")
         lines.append(
-            f"| {r['row']} | {r['runtime']} | {r['level']} | {_f(r['file_mb'], '.0f')} | "
-            f"{_f(r['weights_per_token_mb'], '.0f')} | {_f(r['peak_rss_mb'], '.0f')} | {_f(r['load_s'], '.2f')} | "
+            f"| {r['row']} | {r['runtime']} | {r['level']} | {_f(r['file_mb'], '.1f')} | "
+            f"{_f(r['weights_per_token_mb'], '.1f')} | {_f(r['peak_rss_mb'], '.0f')} | {_f(r['load_s'], '.2f')} | "
             f"{_f(r['prefill_tok_s'], '.0f')} | {_f(r['decode_tok_s'], '.1f')} | {_f(r['roofline_frac'], '.0%')} | "
             f"{_f(r['decode_j_per_token'], '.3f')} | {_f(r['ppl'], '.2f')} | {acc} |")
         if r["not_ok"]:
@@ -103,6 +103,24 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines + [""] + tail + ([""] + notes if notes else [])) + "\n"
 
 
+def ondevice_markdown(rows: list[dict]) -> str:
+    """Eager vs compiled decode and mmap vs full-read load, each next to its baseline row."""
+    pick = [r for r in rows if r["compile"] or r["load"] == "full"]
+    base = {(r["runtime"], r["level"]) for r in pick}
+    pick = [r for r in rows if r in pick or ((r["runtime"], r["level"]) in base and not r["compile"]
+                                             and r["load"] == "mmap")]
+    pick.sort(key=lambda r: (r["runtime"], r["level"], r["compile"], r["load"] != "mmap"))
+    head = ("| row | runtime | level | graph | weights | load s | peak RSS during load MB | peak RSS MB | "
+            "prefill tok/s | decode tok/s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in pick:
+        lines.append(f"| {r['row']} | {r['runtime']} | {r['level']} | "
+                     f"{'compiled (static cache)' if r['compile'] else 'eager'} | {r['load']} | "
+                     f"{_f(r['load_s'], '.2f')} | {_f(r['load_peak_rss_mb'], '.0f')} | {_f(r['peak_rss_mb'], '.0f')} | "
+                     f"{_f(r['prefill_tok_s'], '.0f')} | {_f(r['decode_tok_s'], '.1f')} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="results directory (the store)")
@@ -112,6 +130,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     rows = table(a.out, a.suite)
     md = markdown(rows)
+    if any(r["compile"] or r["load"] == "full" for r in rows):
+        md += "\n" + ondevice_markdown(rows)
     print(md)
     if a.md:
         Path(a.md).write_text(md)
