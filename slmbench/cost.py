@@ -172,9 +172,11 @@ def _quality(g: pd.DataFrame) -> tuple[float | None, str]:
     acc = g[(g["metric"] == "acc") & (g["status"] == "ok") & g["value"].notna()]
     if acc.empty:
         return None, ""
-    tasks = [json.loads(x).get("task", "?") for x in acc["labels"]]
-    parts = [f"{t} {v:.3f}" for t, v in zip(tasks, acc["value"])]
-    return float(acc["value"].mean()), "acc " + ", ".join(parts) + (" (mean)" if len(parts) > 1 else "")
+    parts = []
+    for _, r in acc.iterrows():
+        se = f" ± {r['spread']:.3f} (stderr)" if r.get("spread") is not None and not pd.isna(r["spread"]) else ""
+        parts.append(f"{json.loads(r['labels']).get('task', '?')} {r['value']:.3f}{se}, n={int(r['n'] or 0)}")
+    return float(acc["value"].mean()), "lm-eval acc: " + "; ".join(parts) + (" (mean used)" if len(parts) > 1 else "")
 
 
 def build(df: pd.DataFrame, a: Assumptions | None = None, profiles: dict | None = None,
@@ -243,16 +245,22 @@ def build(df: pd.DataFrame, a: Assumptions | None = None, profiles: dict | None 
         entry = prices.get(ex.get("price") or "")
         api = cloud_usd_per_m(a, entry[1]) if entry else None
         dec = _val(srv, "decode_tok_s") or _val(g, "decode_tok_s", "latency")
+        pre = _val(g, "prefill_tok_s", "latency")
         ok = _val(srv, "requests_ok")
         fails = srv[(srv["metric"] == "requests_failed") & (srv["status"] == "ok")]["value"].sum()
         row = {"model": model, "variant": ex.get("stands_in_for") or vname, "device": dev,
                "kind": "cloud (measured endpoint)", "source": "measured", "quality": q, "quality_text": qtext,
-               "decode_tok_s": dec, "prefill_tok_s": None, "ttft_ms": _val(srv, "ttft_ms") or _val(g, "ttft_ms"),
+               "decode_tok_s": dec, "prefill_tok_s": pre, "ttft_ms": _val(srv, "ttft_ms") or _val(g, "ttft_ms"),
                "e2e_ms": _val(srv, "e2e_ms"), "api_usd_per_m": api, "j_per_token": None, "battery_pct_per_1k": None,
                "electricity_usd_per_m": None, "hardware_usd_per_m": None,
                "requests": f"{int(ok or 0)} ok, {int(fails)} failed" if len(srv) else ""}
-        if api is None:
-            row["api_note"] = "no price entry: self-hosted"
+        if entry and entry[0].provider == "local" and host and dec:
+            # Self-hosted on this machine: no bill, but the operator pays the host's electricity (estimated from
+            # the host profile's power at the endpoint's measured speed, HTTP included). Vendor side, not the user's.
+            w = host.active_w or (host.per_core_active_w * _host_threads(g) if host.per_core_active_w else None)
+            c = device_costs(a, seconds_per_token(a, pre, dec), w, None, None, None, host_elec)
+            row.update(j_per_token=c["j_per_token"], api_usd_per_m=(api or 0) + (c["electricity_usd_per_m"] or 0),
+                       self_hosted=True)
         rows.append(row)
 
     # price-table models: list prices only (not reachable from here)

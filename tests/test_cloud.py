@@ -30,14 +30,20 @@ class FaultServer:
     """FAULT-INJECTING server. mode: ok | flaky (first `fail_first` requests get 429) | slow (sleeps `delay_s`
     before the headers) | malformed (200 with a non-JSON body) | error500 (always 500)."""
 
-    def __init__(self, mode: str = "ok", fail_first: int = 1, delay_s: float = 2.0):
-        self.mode, self.fail_first, self.delay_s = mode, fail_first, delay_s
+    def __init__(self, mode: str = "ok", fail_first: int = 1, delay_s: float = 2.0, fail_every: int = 0):
+        self.mode, self.fail_first, self.delay_s, self.fail_every = mode, fail_first, delay_s, fail_every
         self.requests, self.auth_seen = 0, []
         srv = self
 
         class H(BaseHTTPRequestHandler):
             def log_message(self, *a):
                 pass
+
+            def handle(self):  # a client that timed out and hung up is expected here, not an error to print
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def _json(self, code, obj, extra=()):
                 b = json.dumps(obj).encode()
@@ -57,7 +63,8 @@ class FaultServer:
                 srv.requests += 1
                 srv.auth_seen.append(self.headers.get("Authorization"))
                 n = int(body.get("max_tokens", 4))
-                if srv.mode == "flaky" and srv.requests <= srv.fail_first:
+                if srv.mode == "flaky" and (srv.requests <= srv.fail_first or
+                                            (srv.fail_every and srv.requests % srv.fail_every == 0)):
                     return self._json(429, {"error": {"message": "rate limited (injected)"}}, [("Retry-After", "0.2")])
                 if srv.mode == "error500":
                     echo = self.headers.get("Authorization")  # a careless server echoing the key back
@@ -275,3 +282,25 @@ def test_real_llama_server_streams_exact_tokens(llama_server):
     assert r.completion_tokens == 8 and len(r.token_times) == 8  # one event per token, fixed length
     assert r.prompt_tokens and r.prompt_tokens >= 5 and r.text
     assert r.ttft_s > 0 and r.token_times == sorted(r.token_times)
+    # The real server is "slow" for a 10 ms read timeout: a ~400-token prefill takes far longer on 2 cores.
+    with pytest.raises(EndpointError) as e:
+        Client(settings(llama_server, read_timeout_s=0.01, retries=1)).complete("word " * 400, 4)
+    assert e.value.kind == "timeout" and e.value.attempts == 2
+
+
+@pytest.mark.real_model
+def test_real_llama_server_lm_eval_generation(llama_server, monkeypatch):
+    """lm-eval's own OpenAI-compatible model, as the cloud engine builds it: generation works; log-likelihood is
+    refused in one line (llama.cpp's server returns no correct prompt logprobs)."""
+    from lm_eval.api.instance import Instance
+    from slmbench.adapters.cloud import lm_eval_model
+    from slmbench.errors import Unsupported
+    s = settings(llama_server, read_timeout_s=60, timeout_s=120)
+    lm = lm_eval_model(s, Client(s), tokenizer=None)
+    req = Instance(request_type="generate_until", doc={}, idx=0,
+                   arguments=("Question: What is 2 + 2?\nAnswer:", {"until": ["\n"], "max_gen_toks": 8}))
+    out = lm.generate_until([req])
+    assert len(out) == 1 and isinstance(out[0], str) and out[0].strip()
+    ll = Instance(request_type="loglikelihood", doc={}, idx=0, arguments=("The sky is", " blue"))
+    with pytest.raises(Unsupported):
+        lm.loglikelihood([ll])

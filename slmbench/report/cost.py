@@ -42,7 +42,7 @@ def _cell(r: dict, key: str) -> str:
             return f"≥ {_money(pa * 1000)} (acc not measured)" if pa else "n/a"
         return _money(v * 1000) + proj
     if key == "api_usd_per_m":
-        return _money(v) + (" (self-hosted)" if r.get("kind", "").startswith("cloud (measured") else "")
+        return _money(v) + (" (self-hosted: server electricity, est.)" if r.get("self_hosted") else "")
     if key.endswith("usd_per_m"):
         return (_money(v) + proj) if v is not None else "n/a"
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -108,6 +108,17 @@ def assumptions_lines(ct) -> list[str]:
     return lines
 
 
+def quality_lines(ct) -> list[str]:
+    seen, out = set(), []
+    for r in ct.rows:
+        key = (r["model"], r["variant"], r["quality_text"])
+        if r.get("quality_text") and key not in seen and r["kind"] != "device (projected)":
+            seen.add(key)
+            out.append(f"{r['model']} [{r['variant']}] @{r['device']}: {r['quality_text']}")
+    return out + ["Projected rows carry the quality measured on the host: the same file on the same runtime computes "
+                  "the same answers on another device."]
+
+
 def price_lines(ct) -> list[str]:
     return [f"{r['variant']}/{r['model']}: {_money(r['api_usd_per_m'])}/1M blended tok — {r.get('price_source')}"
             for r in ct.rows if r["kind"] == "cloud (price table)"]
@@ -135,6 +146,7 @@ def to_markdown(ct, title: str = "Cloud vs device: cost per token") -> str:
                   "(price ÷ (cloud $/token − electricity $/token)), and the days that takes at "
                   f"{ct.assumptions.duty_hours_per_day:g} h/day of generation; ✓ = within the device's lifetime.",
                   "", _md_table(bh, brows), ""]
+    parts += ["### Quality (the tasks behind the acc column)", ""] + [f"- {x}" for x in quality_lines(ct)] + [""]
     parts += ["### Assumptions", ""] + [f"- {x}" for x in assumptions_lines(ct)] + [""]
     parts += ["### Prices (vendor pays)", ""] + [f"- {x}" for x in price_lines(ct)] + [""]
     pl = profile_lines(ct)
@@ -159,7 +171,8 @@ def to_html(ct, title: str = "Cloud vs device: cost per token") -> str:
     bh, brows = break_even_rows(ct)
     if brows:
         parts += ["<h3>Break-even: buying the device for this work vs paying the API</h3>", table(bh, brows)]
-    parts += ["<h3>Assumptions</h3>", ul(assumptions_lines(ct)), "<h3>Prices (vendor pays)</h3>", ul(price_lines(ct))]
+    parts += ["<h3>Quality (the tasks behind the acc column)</h3>", ul(quality_lines(ct)),
+              "<h3>Assumptions</h3>", ul(assumptions_lines(ct)), "<h3>Prices (vendor pays)</h3>", ul(price_lines(ct))]
     pl = profile_lines(ct)
     if pl:
         parts += ["<h3>Device profiles (sources of every figure)</h3>", ul(pl)]
