@@ -165,6 +165,9 @@ def test_map_keeps_a_record_per_request(servers):
     assert len(res) == 4
     assert isinstance(res[0], EndpointError) and res[0].kind == "http_429"
     assert all(r.completion_tokens == 2 for r in res[1:])
+    ok = servers("ok")
+    res = Client(settings(ok.url, concurrency=4)).map([f"p{i}" for i in range(8)], 3)  # 4 in flight at once
+    assert [r.completion_tokens for r in res] == [3] * 8 and ok.requests == 8
 
 
 # --- through the harness: a suite, its store, logs and reports --------------------------------------------------
