@@ -100,7 +100,7 @@ def assumptions_lines(ct) -> list[str]:
         "bytes/token; prefill = host prefill × profile peak FP32 ÷ host peak FP32; energy = profile active W × "
         "seconds/token. Projections, not measurements.",
         "Measured host energy is an estimate (no RAPL counter on this VM): active W = threads × per-core W of the "
-        "host profile.",
+        "host profile; the host profile has no purchase price (a VM), so its hardware column is n/a.",
         "Cloud rows: list prices only — their energy, battery drain on the phone's radio and speed were not measured "
         "(no network from this machine); the vendor pays the API bill, the user's device does almost no work.",
     ]
