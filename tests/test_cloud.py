@@ -79,7 +79,7 @@ class FaultServer:
                     self.end_headers()
                     return self.wfile.write(b)
                 if not body.get("stream"):
-                    return self._json(200, {"choices": [{"text": " x" * n}],
+                    return self._json(200, {"choices": [{"text": " x" * n, "index": 0, "finish_reason": "length"}],
                                             "usage": {"prompt_tokens": 7, "completion_tokens": n}})
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -168,6 +168,23 @@ def test_map_keeps_a_record_per_request(servers):
     ok = servers("ok")
     res = Client(settings(ok.url, concurrency=4)).map([f"p{i}" for i in range(8)], 3)  # 4 in flight at once
     assert [r.completion_tokens for r in res] == [3] * 8 and ok.requests == 8
+
+
+def test_lm_eval_through_the_endpoint(servers, monkeypatch):
+    """lm-eval's own OpenAI-compatible model as the cloud engine builds it: generation requests reach the server
+    with our key; log-likelihood is refused in one line where the profile says no prompt logprobs."""
+    from lm_eval.api.instance import Instance
+    from slmbench.adapters.cloud import lm_eval_model
+    from slmbench.errors import Unsupported
+    monkeypatch.setenv("SLMBENCH_TEST_KEY", SECRET)
+    srv = servers("ok")
+    s = settings(srv.url)
+    lm = lm_eval_model(s, Client(s), tokenizer=None)
+    gen = Instance(request_type="generate_until", doc={}, idx=0, arguments=("Q: 2+2?\nA:", {"until": ["\n"],
+                                                                                          "max_gen_toks": 4}))
+    assert lm.generate_until([gen]) == [" x x x x"] and srv.auth_seen == [f"Bearer {SECRET}"]
+    with pytest.raises(Unsupported):
+        lm.loglikelihood([Instance(request_type="loglikelihood", doc={}, idx=0, arguments=("The sky is", " blue"))])
 
 
 # --- through the harness: a suite, its store, logs and reports --------------------------------------------------

@@ -457,7 +457,8 @@ def lm_eval_model(s: CloudSettings, client: Client, tokenizer, batch_size=1):
 
     lm = EndpointLM(base_url=f"{client.url}/completions", model=client.served_model(),
                     tokenizer_backend=None, tokenized_requests=False, num_concurrent=s.concurrency,
-                    max_retries=s.retries + 1, timeout=int(s.timeout_s), batch_size=1)
+                    max_retries=s.retries + 1, timeout=int(s.timeout_s), batch_size=1,
+                    eos_string=getattr(tokenizer, "eos_token", None))
     return lm
 
 
