@@ -29,6 +29,14 @@ def _md_table(header, rows) -> str:
     return "\n".join(out)
 
 
+def sections(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(Markdown, HTML) of each optional section whose rows the run holds: quality vs cost, speculative decoding."""
+    from . import quality, speculative
+    q_html, q_md = quality.quality_vs_cost(df)
+    out = [(q_md, q_html), (speculative.to_markdown(df), speculative.to_html(df))]
+    return [(md, h) for md, h in out if md or h]
+
+
 def to_markdown(df: pd.DataFrame, run_id: str, manifest: dict) -> str:
     header, rows = summary(df)
     host = manifest.get("host", {})
@@ -43,6 +51,8 @@ def to_markdown(df: pd.DataFrame, run_id: str, manifest: dict) -> str:
     notes = sources_note(df)
     if notes:
         lines += ["**Not measured by a counter:**", ""] + [f"- {n}" for n in notes] + [""]
+    for md, _ in sections(df):
+        lines += [md, ""]
     fails = failures(df)
     if fails:
         lines += ["## Failed or unsupported jobs", "",
@@ -70,6 +80,7 @@ def to_html(df: pd.DataFrame, run_id: str, manifest: dict, extra_html: str = "")
                      table(["model", "variant", "device", "scenario", "status", "error"], fails))
     from .plots import depth_sweep
     parts.append(depth_sweep(df))
+    parts += [h for _, h in sections(df)]
     parts.append(extra_html)
     parts.append("<h2>Environment manifest</h2><pre>" + html.escape(json.dumps(manifest, indent=1, default=str)) +
                  "</pre>")

@@ -74,5 +74,6 @@ def failures(df: pd.DataFrame) -> list[list[str]]:
 
 def sources_note(df: pd.DataFrame) -> list[str]:
     """One line per non-measured figure kind, so no estimate is read as a counter."""
-    notes = df[(df["source"] != "measured") & (df["status"] == "ok")][["metric", "source", "note"]].drop_duplicates()
+    notes = df[(df["source"] != "measured") & (df["status"] == "ok")][["metric", "source", "note"]]
+    notes = notes.drop_duplicates(["metric", "source"])  # one line per kind; per-row notes stay in the rows
     return [f"{r['metric']}: {r['note']}" for _, r in notes.iterrows()]
