@@ -74,7 +74,7 @@ METHOD = """## Method
   full-vocabulary log-softmax gathered at those ids), a = 0.5, t = 2; CE-only: a = 1.
 - Curriculum: w_i(p) = exp(-(1-2p)·z_i) renormalised to mean 1, z_i = standardised teacher loss of sample i
   (easy samples weigh more early, hard ones late); uniform: w_i = 1.
-- Budget: every student sees the same number of tokens (one pass over its 64k-token corpus, batch 8 × 128),
+- Budget: every student sees the same 32,768 tokens (32 steps of 8 × 128; half a pass over its 64k-token corpus),
   AdamW lr 3e-3, warmup 10 steps, cosine to 10%. Held-out bits/byte = summed next-token NLL in bits over the
   UTF-8 bytes of the predicted tokens; agreement = share of held-out positions where the student's argmax is the
   teacher's.
