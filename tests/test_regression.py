@@ -74,7 +74,9 @@ def test_rules_from_suite_and_command_line():
                         parse_threshold_args(["peak_mem_mb=0.01"]))
     assert rule_for("decode_tok_s", "tok/s", rules) == Rule(0.08, 0.02, None)
     assert rule_for("peak_mem_mb", "MB", rules).min_change == 0.01
-    assert rule_for("ttft_ms", "ms", rules).min_change == 0.05  # default
+    assert rule_for("ttft_ms", "ms", rules).min_change == 0.15  # default, from the A/A runs
+    assert not rule_for("itl_p99_ms", "ms", rules).gate  # tail latency: informational
+    assert decide([40.0], [80.0], False, rule_for("itl_p99_ms", "ms", rules))[0] == "inconclusive"
     with pytest.raises(UserError):
         parse_threshold_args(["decode_tok_s"])
     with pytest.raises(UserError):
@@ -116,6 +118,8 @@ def test_compare_flags_an_injected_decode_delay(tmp_path):
     assert "regressed" in line
     assert "inject_decode_delay_ms=40" in md  # the injected knob is named, not hidden
     assert "data:image/png;base64," in (tmp_path / "r.html").read_text()
+    steps = md.split("### Steps in the nightly series")[1]  # the change point is on the second night
+    assert "decode_tok_s" in steps and "latest night" in steps
     # The careful path: rerun the suspect job once; the delay is still there, so the regression is confirmed.
     rc, md, err = run_cli("compare", "prev", "last", "--out", out, "--rerun-suspects", "--md", tmp_path / "r.md")
     assert rc == 1, err

@@ -22,6 +22,8 @@ RULES_TEXT = [
     "Single values (memory peaks, load time, ITL percentiles: no samples kept): the relative change alone decides "
     "(no test is possible), with thresholds set from A/A runs — tight for memory (near-deterministic), loose for "
     "load time and tail latency.",
+    "Tail latency (ITL p90, p99) is informational: on a shared machine two or three interrupts set it, so a big "
+    "move is reported as inconclusive, never as a regression.",
     "A job that ran in the base and fails in the new run is a regression of metric `job`.",
     "With --rerun-suspects, jobs with a regressed metric run once more; a regression is confirmed only if the "
     "rerun regresses too. The exit code is 1 when a regression is confirmed.",
@@ -50,6 +52,13 @@ def _num(x) -> str:
 
 def _commit(c) -> str:
     return (c or "?")[:10]
+
+
+def _range(commits) -> str:
+    a, b = commits
+    if a and a == b:
+        return f"{_commit(a)} (same commit: the change came from the environment, data or knobs)"
+    return f"{_commit(a)}..{_commit(b)}"
 
 
 def _dir(h) -> str:
@@ -101,7 +110,7 @@ def to_markdown(cmp) -> str:
         ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rs]
     if flagged:
         lines += table(flagged) + [""]
-    steps = [(t, s) for t in cmp.trends for s in t.steps]
+    steps = [(t, s) for t in cmp.trends for s in t.steps if t.gate]  # informational metrics: in the HTML only
     if steps:
         lines += ["### Steps in the nightly series", "",
                   "| metric | job | night | before → after | change | commits |", "|---|---|---|---|---|---|"]
@@ -109,8 +118,7 @@ def to_markdown(cmp) -> str:
             night = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.created))
             lines.append(f"| {md_escape(t.metric)} | {md_escape(t.where)} | {night} (`{md_escape(s.run_id)}`"
                          f"{', latest night' if s.nights_after == 1 else ''}) | {_num(s.before)} → {_num(s.after)} "
-                         f"{md_escape(t.unit)} | {_pct(s.rel)} {s.verdict} | {_commit(s.commits[0])}.."
-                         f"{_commit(s.commits[1])} |")
+                         f"{md_escape(t.unit)} | {_pct(s.rel)} {s.verdict} | {md_escape(_range(s.commits))} |")
         lines.append("")
     lines += ["<details><summary>All metrics</summary>", ""] + table([r for _, r in rows]) + ["", "</details>", "",
               "<details><summary>How verdicts are decided</summary>", ""] + [f"- {md_escape(t)}" for t in RULES_TEXT] \
@@ -125,7 +133,7 @@ def _plot(t, base_run: str, new_run: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     x = list(range(len(t.values)))
-    fig, ax = plt.subplots(figsize=(6.4, 2.4), dpi=90)
+    fig, ax = plt.subplots(figsize=(6.4, 2.4), dpi=80)
     ax.errorbar(x, t.values, yerr=t.spread, fmt="o-", ms=3, lw=1, capsize=2, color="#3465a4")
     for i, r in enumerate(t.runs):
         if r in (base_run, new_run):
@@ -169,13 +177,18 @@ def to_html(cmp) -> str:
                      "(binary segmentation on nightly medians, same thresholds). Squares: base (grey) and new (red)."
                      "</p>")
         by_metric: dict[str, list] = {}
+        flat = [t for t in cmp.trends if max(t.values) == min(t.values)]  # nothing to see: named, not plotted
         for t in cmp.trends:
-            by_metric.setdefault(t.metric, []).append(t)
+            if t not in flat:
+                by_metric.setdefault(t.metric, []).append(t)
+        if flat:
+            parts.append("<p>Constant over every night: " + ", ".join(
+                f"{e(t.metric)} = {e(_num(t.values[0]))} {e(t.unit)}" for t in flat) + "</p>")
         for metric, ts in by_metric.items():
             for t in ts:
                 steps = "".join(
                     f"<li>{e(s.verdict)} {e(_pct(s.rel))} on the night of {e(time.strftime('%Y-%m-%d %H:%M', time.localtime(s.created)))}"
-                    f" (run <code>{e(s.run_id)}</code>), commits {e(_commit(s.commits[0]))}..{e(_commit(s.commits[1]))}"
+                    f" (run <code>{e(s.run_id)}</code>), commits {e(_range(s.commits))}"
                     f"</li>" for s in t.steps)
                 parts.append(f"<div class='trend'><h3>{e(metric)} — {e(t.where)}</h3>"
                              f"<img alt='{e(metric)} trend' src='data:image/png;base64,{_plot(t, cmp.base_run, cmp.new_run)}'>"
