@@ -97,3 +97,10 @@ def test_table_from_rows():
     assert "3:1 (prompt:generated)" in md and "(proj.)" in md and "≥ $0.105" in md  # per 1k answers, a bound
     assert "<table>" in rc.to_html(ct)
     assert any(b["device"] == "phone-x" and b["cloud"] == "openai/mini" for b in ct.break_even)
+
+
+def test_a_projection_profile_never_runs_on_the_host():
+    from slmbench.adapters import load_profile, make_adapter
+    from slmbench.errors import Unsupported
+    with pytest.raises(Unsupported, match="projections"):
+        make_adapter(load_profile("phone-galaxy-s24-ultra")).setup()
