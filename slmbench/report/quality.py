@@ -131,14 +131,16 @@ def plot_png(df: pd.DataFrame) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 3.6), squeeze=False)
-    names = [f"{m}[{v}]" if v != "default" else m for m, v in zip(j["model"], j["variant"])]
+    short = lambda v: ",".join(kv.split("=", 1)[-1] for kv in v.split(","))  # knob values only, to fit
+    names = [f"{m}\n{short(v)}" if v != "default" else m for m, v in zip(j["model"], j["variant"])]
     for ax, (t, lower) in zip(axes[0], costs):
         ok = j[t].notna() & q.notna()
         pts = [(float(c), float(y)) for c, y in zip(j[t][ok], q[ok])]
         labs = [n for n, o in zip(names, ok) if o]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue")
         for (c, y), n in zip(pts, labs):
-            ax.annotate(n, (c, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(n, (c, y), fontsize=7, xytext=(3, 3), textcoords="offset points", annotation_clip=False)
+        ax.margins(x=0.25, y=0.15)
         front = sorted((pts[i] for i in pareto(pts, lower)), key=lambda p: p[0])
         if len(front) > 1:
             ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="tab:red", label="Pareto frontier")
