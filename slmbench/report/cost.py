@@ -184,3 +184,14 @@ def to_html(ct, title: str = "Cloud vs device: cost per token") -> str:
 def from_rows(df: pd.DataFrame):
     from ..cost import build
     return build(df)
+
+
+def section(df: pd.DataFrame) -> tuple[str, str]:
+    """(Markdown, HTML) of the cost table when the run measured an endpoint (a device with adapter `cloud`), for
+    render.sections(); ("", "") otherwise — `slmbench report --cost` adds it to any run."""
+    from ..cost import build, load_profiles
+    profs = load_profiles()
+    if not any(getattr(profs.get(d), "adapter", None) == "cloud" for d in set(df["device"])):
+        return "", ""
+    ct = build(df, profiles=profs)
+    return to_markdown(ct), to_html(ct)
