@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def cmd_run(a) -> int:
     if a.baseline and a.baseline not in ("last", "prev"):  # a bad baseline is bad input: say so before running
         from .regression import check_ref
         check_ref(_open_store(out), a.baseline, "--baseline")
-    run_id = run_suite(a.suite, out, run_id=a.run_id, resume=a.resume, console=console, force=a.force)
+    run_id = run_suite(a.suite, out, run_id=a.run_id, resume=a.resume, console=console, force=a.force,
+                       executor=a.executor, address=a.address)
     from .store import Store
     from .report.render import to_rich
     st = Store(out)
@@ -63,6 +65,15 @@ def cmd_compare(a) -> int:
     suite = st.db.execute("SELECT suite FROM runs WHERE run_id=?", (new,)).fetchone()[0]
     base = resolve(st, a.base, suite=suite, before=new if a.base in ("last", "prev") else None, field="BASE")
     return report(st, base, new, a.threshold, a.rerun_suspects, out, a.md, a.html, Console(stderr=True))
+
+
+def cmd_node(a) -> int:
+    """Start this machine as a Ray node owning DEVICES (the head, without --address); `ray stop` ends it."""
+    from .executors.ray import node_command, require_ray
+    require_ray()
+    cmd = node_command([d for d in a.devices.split(",") if d], a.address, a.num_cpus, a.block, ip=a.ip)
+    print(" ".join(cmd), file=sys.stderr)
+    return subprocess.call(cmd)
 
 
 def _pick_run(store, run_id: str | None) -> str:
@@ -194,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     _regression_args(sp)
     sp.add_argument("--baseline", metavar="BASE|last", help="compare with this run (last: the suite's previous run)")
     sp.add_argument("--force", action="store_true", help="resume even though the suite file changed")
+    sp.add_argument("--executor", choices=["local", "ray"], default="local", help="local: one process per job "
+                    "here; ray: each job on a Ray node that advertises its device (pip install 'slmbench[ray]')")
+    sp.add_argument("--address", help="--executor ray: the cluster's head (HOST:PORT); none: start a local one")
+    sp = add("node", cmd_node, "start this machine as a Ray node for --executor ray, advertising its devices")
+    sp.add_argument("--devices", required=True, help="comma-separated device profiles this machine owns")
+    sp.add_argument("--address", help="the head to join (HOST:PORT); none: start the head here")
+    sp.add_argument("--num-cpus", type=int, help="CPUs Ray may hand to jobs (default: all)")
+    sp.add_argument("--ip", help="this node's address as other nodes reach it (default: Ray's guess)")
+    sp.add_argument("--block", action="store_true", help="stay in the foreground until stopped")
     sp = add("compare", cmd_compare, "regression verdicts: NEW against BASE (exit 1 on a confirmed regression)")
     sp.add_argument("base", metavar="BASE", help="run id, or last/prev (the NEW run's suite's run before NEW)")
     sp.add_argument("new", metavar="NEW", help="run id, or last (the latest run)")

@@ -93,8 +93,10 @@ def _sigterm_as_interrupt():
 
 
 def run_suite(suite_path: str, out: Path, run_id: str | None = None, resume: bool = False,
-              console: Console | None = None, executor: str = "local", force: bool = False) -> str:
-    """Run (or resume) a suite. `force` resumes a run even though its suite file changed since it started."""
+              console: Console | None = None, executor: str = "local", force: bool = False,
+              address: str | None = None) -> str:
+    """Run (or resume) a suite. `force` resumes a run even though its suite file changed since it started.
+    `executor`: local | ray (slmbench.executors); `address`: the Ray cluster (none: a local one)."""
     console = console or Console(stderr=True)
     if run_id is not None and not RUN_ID.match(run_id):  # it names files: no paths
         raise UserError(f"expected letters, digits, '_', '.', '-' (at most 100, not starting with '.' or '-'), "
@@ -112,12 +114,14 @@ def run_suite(suite_path: str, out: Path, run_id: str | None = None, resume: boo
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     sha = hashlib.sha256(Path(suite_path).read_bytes()).hexdigest()[:16]
     _check_same_suite(store.run_meta(run_id), suite.name, sha, suite_path, force)
+    from .executors import make_executor
+    ex = make_executor(executor, address, jobs)  # checks the choice (Ray installed?) before any work
     with _run_lock(out, run_id), _sigterm_as_interrupt():
         threads = {j.variant.threads or j.device_threads for j in jobs}
         store.start_run(run_id, suite.name, str(suite_path), sha,
                         manifest.build(suite.seed, sorted(t or 0 for t in threads)))
         try:
-            _execute(store, run_id, suite, jobs, out, console)
+            _execute(store, run_id, suite, jobs, out, console, ex)
         except BaseException:  # ^C, SIGTERM, disk full: what finished is committed; say the run stopped
             try:
                 store.finish_run(run_id, "interrupted")
@@ -141,27 +145,31 @@ def _check_same_suite(meta: dict | None, name: str, sha: str, suite_path: str, f
                         " start a new run, or pass --force to resume anyway", file=suite_path, field="--resume")
 
 
-def _execute(store: Store, run_id: str, suite, jobs: list, out: Path, console: Console) -> None:
+def _execute(store: Store, run_id: str, suite, jobs: list, out: Path, console: Console, ex=None) -> None:
     done = store.done_jobs(run_id)
     todo = [j for j in jobs if j.key not in done]
     console.print(f"[bold]run[/] {run_id}: suite [cyan]{suite.name}[/], {len(jobs)} jobs"
                   + (f", {len(jobs) - len(todo)} already done" if done else "") + f" → {store.path}")
-    _ensure_bandwidth(todo, console)
-    from .executors.local import run_job_process
+    from .executors import make_executor
+    ex = ex or make_executor("local")
+    if ex.name == "local":  # a remote node measures (and caches) its own bandwidth in its first job
+        _ensure_bandwidth(todo, console)
     log_dir = out / "logs" / run_id
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as prog:
         task = prog.add_task("jobs", total=len(todo))
-        for i, job in enumerate(todo):
+
+        def starting(i, job):
             check_free(out, f" — stopped before job {i + 1}/{len(todo)}; finished jobs are kept, free space and "
                             "run again with --resume")
             prog.update(task, description=f"[cyan]{job.label}")
-            started = time.time()
-            status, error, metrics, info = run_job_process(job, log_dir)
-            _record(store, run_id, job, status, error, metrics, started, info)
-            if status != "ok":
-                prog.console.print(f"  [red]{status}[/] {job.label}: {error}")
-            prog.advance(task)
+
+        with ex:  # results are recorded as each job finishes, in whatever order the executor yields them
+            for job, started, (status, error, metrics, info) in ex.run(todo, log_dir, starting):
+                _record(store, run_id, job, status, error, metrics, started, info)
+                if status != "ok":
+                    prog.console.print(f"  [red]{status}[/] {job.label}: {error}")
+                prog.advance(task)
     store.finish_run(run_id, "finished")
 
 
