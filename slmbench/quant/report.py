@@ -121,16 +121,38 @@ def ondevice_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def qat_markdown(rows: list[dict], record: dict | None = None) -> str:
+    """PTQ vs QAT (suite written by slmbench.quant.compare): per scheme, the float parent's PTQ next to the QAT
+    branch, with the float model as reference."""
+    head = "| row | scheme | weights | ppl (held-out) | bits/byte | Δppl vs fp32 | prefill tok/s | decode tok/s |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    ref = next((r["ppl"] for r in rows if r["level"] == "fp32"), None)
+    for r in sorted(rows, key=lambda r: (r["level"] != "fp32", r["level"], r["row"])):
+        kind = "QAT" if "qat" in r["row"] else ("PTQ" if r["level"] != "fp32" else "float")
+        d = f"{(r['ppl'] / ref - 1):+.1%}" if ref and r["ppl"] else "—"
+        lines.append(f"| {r['row']} | {r['level']} | {kind} | {_f(r['ppl'], '.2f')} | {_f(r['bits_per_byte'], '.3f')} | "
+                     f"{d} | {_f(r['prefill_tok_s'], '.0f')} | {_f(r['decode_tok_s'], '.1f')} |")
+    if record:
+        lines += ["", f"Student: llama {record['student']['num_hidden_layers']} layers × "
+                  f"{record['student']['hidden_size']} wide, {record['params'] / 1e6:.1f} M params, SmolLM2 tokenizer; "
+                  f"{record['steps']} float steps, then {record['extra_steps']} more steps per branch "
+                  f"({record['tokens_per_step']} tokens/step): float (→ PTQ) or QAT at the scheme — same data, "
+                  f"same schedule. Final train loss: " + ", ".join(
+                      f"{k} {v['final_loss']:.3f}" for k, v in record["branches"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="results directory (the store)")
     ap.add_argument("--suite", default="quantization")
     ap.add_argument("--md", help="write the Markdown table here")
     ap.add_argument("--json", help="write the rows as JSON here")
+    ap.add_argument("--qat-record", help="record.json of slmbench.quant.compare: print the PTQ-vs-QAT table")
     a = ap.parse_args(argv)
     rows = table(a.out, a.suite)
-    md = markdown(rows)
-    if any(r["compile"] or r["load"] == "full" for r in rows):
+    md = markdown(rows) if not a.qat_record else qat_markdown(rows, json.loads(Path(a.qat_record).read_text()))
+    if not a.qat_record and any(r["compile"] or r["load"] == "full" for r in rows):
         md += "\n" + ondevice_markdown(rows)
     print(md)
     if a.md:
