@@ -4,7 +4,8 @@
     slmbench run SUITE --executor ray --address HEAD:6379      # on the driver; no --address: a local cluster
 
 Placement. A node advertises each device it owns as a Ray custom resource `device:NAME` (amount 1), set when the
-node starts (`ray start --resources '{"device:pi5": 1}'`; `slmbench node` writes that line). Each job asks for
+node starts (`ray start --resources '{"device:pi5": 1}'`; `slmbench node` writes that line; SLMBENCH_NODE_NAME in
+its environment names the node in each job's info). Each job asks for
 `device:<job.device>: 1`, so Ray runs it only on a node that owns the device, and one job per device at a time.
 A `cpu`-adapter job measures the node's own cores, so it also reserves them (num_cpus = its threads, else all the
 node's CPUs): two measuring jobs never share a node's cores. Jobs on other adapters (cuda, cloud, a phone driven
@@ -123,6 +124,7 @@ class RayExecutor:
         quiet = dict(logging_level="WARNING", log_to_driver=False, configure_logging=True)
         try:
             if self.address:
+                _token_auth_like_ray_start()
                 ray.init(address=self.address, **quiet)
             else:  # a fresh local cluster whose one node owns every device of the suite (what `local` runs on)
                 ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False,
@@ -239,6 +241,19 @@ class RayExecutor:
                                    ")", [], {"ray": {"executor": "ray", "orphaned": True}})
 
 
+def _token_auth_like_ray_start() -> None:
+    """`ray start` turns token auth on when a token exists (~/.ray/auth_token, which Ray writes for any new local
+    cluster); ray.init(address=...) does not, and is then refused. Decide the way `ray start` does."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import \
+            maybe_enable_token_auth_if_token_available
+    except ImportError:  # a Ray without token auth
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return (lines[-1] if lines else type(e).__name__)[:300]
@@ -252,6 +267,7 @@ def node_command(devices: list[str], address: str | None, num_cpus: int | None =
     from ..adapters import load_profile
     for i, d in enumerate(devices):
         load_profile(d, field=f"--devices[{i}]")  # a typo here would leave jobs waiting for a device nobody has
+    _token_auth_like_ray_start()  # `ray start --address` (a joining node) does not, and is refused by its head
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start",
            "--resources", json.dumps({resource(d): 1 for d in devices}),
            "--object-store-memory", str(object_store_mb * 2**20)]
