@@ -3,6 +3,9 @@
     slmbench node --devices pi5,phone-a --address HEAD:6379   # on each farm machine (head: omit --address)
     slmbench run SUITE --executor ray --address HEAD:6379      # on the driver; no --address: a local cluster
 
+The driver runs on a node of the cluster (Ray's rule for ray.init(address=HOST:PORT)); from elsewhere, Ray Client:
+--address ray://HEAD:10001.
+
 Placement. A node advertises each device it owns as a Ray custom resource `device:NAME` (amount 1), set when the
 node starts (`ray start --resources '{"device:pi5": 1}'`; `slmbench node` writes that line; SLMBENCH_NODE_NAME in
 its environment names the node in each job's info). Each job asks for
