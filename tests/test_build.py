@@ -218,3 +218,21 @@ train: {tokens: 256, batch_size: 2}
     assert b.manifest["student"]["config"]["vocab_size"] == 49152
     assert 0 < b.manifest["teacher"]["heldout_bpb"] < b.manifest["eval"]["heldout_bpb"]
     assert AutoModelForCausalLM.from_pretrained(str(b.model_dir)).config.vocab_size == 49152
+
+
+def test_init_from_teacher_copies_matching_layers_and_projects_narrower_embeddings(tiny):
+    from slmbench.build.recipe import load_recipe
+    from slmbench.build.students import make_student
+    from slmbench.build.teacher import Teacher
+    r, _ = load_recipe(tiny())
+    t = Teacher(r.teacher)
+    same = r.student.model_copy(update=dict(hidden_size=32, heads=2, kv_heads=1, intermediate_size=128,
+                                            init="teacher", teacher_layers=[0, 1]))
+    with torch.no_grad():
+        sd, td = make_student(same, t, 64, 1).state_dict(), t.model.state_dict()
+        layer_keys = [k for k in sd if ".layers." in k]
+        assert layer_keys and all(torch.equal(sd[k], td[k]) for k in layer_keys + ["model.embed_tokens.weight"])
+        narrow = make_student(r.student.model_copy(update=dict(hidden_size=16, heads=2, kv_heads=1, init="teacher",
+                                                               teacher_layers=[1, 0])), t, 64, 1)
+        e = narrow.get_input_embeddings().weight
+        assert e.shape == (320, 16) and torch.isfinite(e).all()

@@ -29,6 +29,10 @@ VARIANTS = {
     "mha": {"student": {"kv_heads": 6}},
     "mqa": {"student": {"kv_heads": 1}},
     "moe": {"student": {"arch": "moe", "experts": 4, "experts_per_token": 2, "intermediate_size": 256}},
+    "kd_tinit": {"student": {"init": "teacher"}},  # C1 with the teacher's embeddings (projected to h=192) as init
+    "ce_tinit": {"student": {"init": "teacher"}, "train": {"alpha": 1.0}},
+    "kd_long": {"train": {"tokens": 98304}},  # C1 again at 3x the budget (a pass and a half over the corpus)
+    "ce_long": {"train": {"tokens": 98304, "alpha": 1.0}},
     "tput_cached": SHORT,
     "tput_teacher": {"train": {**SHORT["train"], "teacher_in_loop": True}},
 }
@@ -40,7 +44,8 @@ def _recipe(variant: str, seed: int):
 
 
 PLAN = ["tput_cached:0", "tput_teacher:0", "kd:0", "ce:0", "unfiltered:0", "curriculum:0", "kd:1", "ce:1",
-        "unfiltered:1", "curriculum:1", "mqa:0", "mha:0", "moe:0"]  # one seed of everything first
+        "unfiltered:1", "curriculum:1", "mqa:0", "mha:0", "moe:0",  # one seed of everything first
+        "kd_tinit:0", "ce_tinit:0", "kd_tinit:1", "ce_tinit:1"]
 
 
 def cmd_prepare() -> None:
@@ -124,8 +129,9 @@ def cmd_report(out: Path) -> None:
         L += [f"Teacher (SmolLM2-135M-Instruct) held-out: {r0['teacher_bpb']:.4f} bits/byte. Training corpus: "
               f"{r0['train_tokens']:,} tokens; every student sees {r0['tokens_seen']:,} tokens.", ""]
     L += ["| comparison | variant | held-out bits/byte | top-1 agreement with teacher |", "|---|---|---|---|"]
-    for title, pair in (("C1 distillation", ("kd", "ce")), ("C2 data filtering", ("kd", "unfiltered")),
-                        ("C2 curriculum", ("curriculum", "kd"))):
+    for title, pair in (("C1 distillation", ("kd", "ce")), ("C1 distillation, 3x budget", ("kd_long", "ce_long")),
+                        ("C1 distillation, teacher-initialised embeddings", ("kd_tinit", "ce_tinit")),
+                        ("C2 data filtering", ("kd", "unfiltered")), ("C2 curriculum", ("curriculum", "kd"))):
         for v in pair:
             rows = res.get(v, [])
             L.append(f"| {title} | {v} | {_agg(rows, 'bpb')} | {_agg(rows, 'agreement')} |")
