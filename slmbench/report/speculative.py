@@ -98,9 +98,9 @@ def plot_png(df: pd.DataFrame) -> bytes | None:
         label = f"{draft} → {target}" + ("" if mode == "greedy" else f" ({mode})")
         ax.errorbar(g["g"], g["speedup"], yerr=g.get("speedup:spread"), fmt="o-", color=color, capsize=3,
                     label=f"{label}: measured")
-        ax.plot(g["g"], g["speedup_predicted"], "--", color=color, alpha=0.8, label=f"{label}: predicted")
+        ax.plot(g["g"], g["speedup_predicted"], "x--", color=color, alpha=0.8, label=f"{label}: predicted")
         if "speedup_predicted_verify" in g:
-            ax.plot(g["g"], g["speedup_predicted_verify"], ":", color=color, alpha=0.8,
+            ax.plot(g["g"], g["speedup_predicted_verify"], "+:", color=color, alpha=0.8,
                     label=f"{label}: predicted, measured verify cost")
     ax.axhline(1, color="grey", lw=0.8)
     ax.set_xscale("log", base=2)
