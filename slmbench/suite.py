@@ -92,6 +92,7 @@ class Suite(_Strict):
     scenarios: list[ScenarioSpec | str] = Field(min_length=1)
     matrix: dict[str, list[Any]] = Field(default_factory=dict, description="variant knob -> values")
     exclude: list[dict[str, Any]] = Field(default_factory=list)
+    regression: dict[str, Any] = Field(default_factory=dict, description="verdict thresholds (slmbench.regression)")
 
 
 @dataclass
@@ -233,6 +234,11 @@ def _check_refs(suite: Suite, file: str, base: Path) -> None:
     from . import scenarios  # registry
     from .adapters import load_profile
 
+    from .regression import parse_rules
+    try:
+        parse_rules(suite.regression)
+    except UserError as e:
+        raise UserError(e.message, file=file, field=e.field)
     names = [m.name for m in suite.models]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
