@@ -136,7 +136,7 @@ def profile_lines(ct) -> list[str]:
 
 
 def to_markdown(ct, title: str = "Cloud vs device: cost per token") -> str:
-    from .render import _md_table
+    from .tables import md_table as _md_table
     h, rows = table_rows(ct)
     parts = [f"## {title}", "", _md_table(h, rows), ""]
     bh, brows = break_even_rows(ct)

@@ -13,7 +13,7 @@ import json
 import pandas as pd
 
 from ..metrics import fmt_num
-from .tables import variant_name
+from .tables import html_table, md_table, variant_name
 
 # cost columns: (metric, title, lower is better?)
 COSTS = [("decode_tok_s", "decode tok/s", False), ("peak_mem_mb", "peak RSS MB", True),
@@ -164,13 +164,8 @@ def quality_vs_cost(df: pd.DataFrame) -> tuple[str, str]:
     note = ("Accuracy in % ± stderr over n items (lm-eval; acc_norm where the task defines it, else acc); bits/B: "
             "held-out bits per byte (lower is better); cost columns from the latency, memory and energy scenarios "
             "of the same model variant and device.")
-    esc = lambda s: str(s).replace("|", "\\|")
-    md = ["## Quality vs cost", "", note, "", "| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    parts = ["<h2>Quality vs cost</h2>", f"<p>{html.escape(note)}</p>",
-             f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"]
+    md = ["## Quality vs cost", "", note, "", md_table(header, rows)]
+    parts = ["<h2>Quality vs cost</h2>", f"<p>{html.escape(note)}</p>", html_table(header, rows)]
     png = plot_png(df)
     if png:
         parts.append("<p><img alt='quality vs cost, Pareto frontier' src='data:image/png;base64," +

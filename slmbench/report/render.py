@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from .tables import failures, sources_note, summary
+from .tables import failures, html_table, md_table, sources_note, summary
 
 
 def to_rich(df: pd.DataFrame, title: str = "slmbench"):
@@ -20,13 +20,6 @@ def to_rich(df: pd.DataFrame, title: str = "slmbench"):
     for i, h in enumerate(header[3:], start=3):
         t.add_row(h, *[r[i] for r in rows])
     return t
-
-
-def _md_table(header, rows) -> str:
-    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
-    out = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def sections(df: pd.DataFrame) -> list[tuple[str, str]]:
@@ -47,7 +40,7 @@ def to_markdown(df: pd.DataFrame, run_id: str, manifest: dict) -> str:
              f"commit {(manifest.get('git') or {}).get('commit') or 'n/a'}", "",
              "Values are medians ± half-width of the 95% CI of the median (range when fewer than 6 repetitions).", ""]
     if rows:
-        lines += [_md_table(header, rows), ""]
+        lines += [md_table(header, rows), ""]
     notes = sources_note(df)
     if notes:
         lines += ["**Not measured by a counter:**", ""] + [f"- {n}" for n in notes] + [""]
@@ -56,20 +49,15 @@ def to_markdown(df: pd.DataFrame, run_id: str, manifest: dict) -> str:
     fails = failures(df)
     if fails:
         lines += ["## Failed or unsupported jobs", "",
-                  _md_table(["model", "variant", "device", "scenario", "status", "error"], fails), ""]
+                  md_table(["model", "variant", "device", "scenario", "status", "error"], fails), ""]
     return "\n".join(lines)
 
 
 def to_html(df: pd.DataFrame, run_id: str, manifest: dict, extra_html: str = "") -> str:
     header, rows = summary(df)
 
-    def table(h, rs):
-        th = "".join(f"<th>{html.escape(str(x))}</th>" for x in h)
-        trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rs)
-        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
-
     parts = [f"<h1>slmbench run <code>{html.escape(run_id)}</code></h1>",
-             "<p>Values are medians ± half-width of the 95% CI of the median.</p>", table(header, rows)]
+             "<p>Values are medians ± half-width of the 95% CI of the median.</p>", html_table(header, rows)]
     notes = sources_note(df)
     if notes:
         parts.append("<h2>Not measured by a counter</h2><ul>" +
@@ -77,7 +65,7 @@ def to_html(df: pd.DataFrame, run_id: str, manifest: dict, extra_html: str = "")
     fails = failures(df)
     if fails:
         parts.append("<h2>Failed or unsupported jobs</h2>" +
-                     table(["model", "variant", "device", "scenario", "status", "error"], fails))
+                     html_table(["model", "variant", "device", "scenario", "status", "error"], fails))
     from .plots import depth_sweep
     parts.append(depth_sweep(df))
     parts += [h for _, h in sections(df)]

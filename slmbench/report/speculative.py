@@ -16,6 +16,7 @@ import json
 import pandas as pd
 
 from ..metrics import fmt_num, fmt_spread
+from .tables import html_table, md_table
 
 COLUMNS = [  # (metric, header)
     ("acceptance_rate", "a"), ("mean_accepted_len", "accepted/step"), ("tokens_per_step", "tok/step"),
@@ -129,22 +130,16 @@ def to_markdown(df: pd.DataFrame) -> str:
     header, rows = table(df)
     if not rows:
         return ""
-    esc = lambda s: str(s).replace("|", "\\|")
-    lines = ["## Speculative decoding", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines + ["", NOTE, ""])
+    return "\n".join(["## Speculative decoding", "", md_table(header, rows), "", NOTE, ""])
 
 
 def to_html(df: pd.DataFrame) -> str:
     header, rows = table(df)
     if not rows:
         return ""
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     png = plot_png(df)
     img = (f"<img alt='speedup vs g' src='data:image/png;base64,{base64.b64encode(png).decode()}'>" if png else "")
-    return (f"<h2>Speculative decoding</h2><table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
-            f"<p>{html.escape(NOTE)}</p>{img}")
+    return f"<h2>Speculative decoding</h2>{html_table(header, rows)}<p>{html.escape(NOTE)}</p>{img}"
 
 
 def write(df: pd.DataFrame, dest) -> list:

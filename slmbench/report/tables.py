@@ -2,6 +2,7 @@
 value ± spread, unit and (when not measured) its source."""
 from __future__ import annotations
 
+import html
 import json
 
 import pandas as pd
@@ -77,3 +78,17 @@ def sources_note(df: pd.DataFrame) -> list[str]:
     notes = df[(df["source"] != "measured") & (df["status"] == "ok")][["metric", "source", "note"]]
     notes = notes.drop_duplicates(["metric", "source"])  # one line per kind; per-row notes stay in the rows
     return [f"{r['metric']}: {r['note']}" for _, r in notes.iterrows()]
+
+
+def md_table(header, rows) -> str:
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    out = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def html_table(header, rows) -> str:
+    """Every cell escaped: strings from suites, errors and model names reach the page."""
+    th = "".join(f"<th>{html.escape(str(x))}</th>" for x in header)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
