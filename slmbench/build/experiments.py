@@ -17,6 +17,7 @@ from ..settings import REPO_DIR
 from . import cache
 from .pipeline import build_recipe, prepare, specs
 from .recipe import load_recipe
+from .students import kv_bytes_per_token, make_student, param_counts
 from .teacher import Teacher
 
 RECIPE = REPO_DIR / "suites" / "recipes" / "claims.yaml"
@@ -139,6 +140,12 @@ def cmd_report(out: Path) -> None:
           "(formula / measured, fp32) | held-out bits/byte | top-1 agreement | train tok/s |",
           "|---|---|---|---|---|---|---|---|"]
     for v in ("mha", "kd", "mqa", "moe"):
+        if v not in res:  # not trained yet: its static facts still come from the config (no training needed)
+            r, _ = _recipe(v, 0)
+            m = make_student(r.student, Teacher(r.teacher), r.corpus.seq_len, 0)
+            p, kv = param_counts(m), kv_bytes_per_token(m)
+            L.append(f"| {v} (not trained yet) | {p['total']:,} | {p['active']:,} | {p['total_non_embedding']:,} / "
+                     f"{p['active_non_embedding']:,} | {kv['formula']:,} / {kv['measured']:,} | – | – | – |")
         for r in res.get(v, [])[:1]:
             kv = r["kv_bytes_per_token"]
             L.append(f"| {'gqa' if v == 'kd' else v} | {r['params_total']:,} | {r['params_active']:,} | "
