@@ -169,14 +169,17 @@ def _val(g: pd.DataFrame, metric: str, scenario: str | None = None):
 
 
 def _quality(g: pd.DataFrame) -> tuple[float | None, str]:
-    acc = g[(g["metric"] == "acc") & (g["status"] == "ok") & g["value"].notna()]
-    if acc.empty:
+    """Mean over tasks of acc_norm where the task reports it, else acc (the convention of the quality table)."""
+    rows = g[g["metric"].isin(["acc", "acc_norm"]) & (g["status"] == "ok") & g["value"].notna()].copy()
+    if rows.empty:
         return None, ""
+    rows["task"] = [json.loads(x).get("task", "?") for x in rows["labels"]]
+    acc = rows.sort_values("metric", ascending=False).drop_duplicates("task")  # acc_norm sorts before acc
     parts = []
     for _, r in acc.iterrows():
         se = f" ± {r['spread']:.3f} (stderr)" if r.get("spread") is not None and not pd.isna(r["spread"]) else ""
-        parts.append(f"{json.loads(r['labels']).get('task', '?')} {r['value']:.3f}{se}, n={int(r['n'] or 0)}")
-    return float(acc["value"].mean()), "lm-eval acc: " + "; ".join(parts) + (" (mean used)" if len(parts) > 1 else "")
+        parts.append(f"{r['task']} {r['metric']} {r['value']:.3f}{se}, n={int(r['n'] or 0)}")
+    return float(acc["value"].mean()), "lm-eval: " + "; ".join(parts) + (" (mean used)" if len(parts) > 1 else "")
 
 
 def build(df: pd.DataFrame, a: Assumptions | None = None, profiles: dict | None = None,

@@ -12,7 +12,7 @@ from ..metrics import fmt_num
 COLUMNS = [  # (key, title); "vendor pays" and "user pays" are separate on purpose: who pays is the question
     ("model", "model"), ("variant", "variant"), ("device", "device"), ("source", "source"),
     ("decode_tok_s", "decode tok/s"), ("prefill_tok_s", "prefill tok/s"), ("ttft_ms", "TTFT ms"),
-    ("quality", "quality (acc)"), ("api_usd_per_m", "vendor pays: API $/1M tok"),
+    ("quality", "quality (acc_norm, else acc)"), ("api_usd_per_m", "vendor pays: API $/1M tok"),
     ("electricity_usd_per_m", "user pays: electricity $/1M tok"),
     ("hardware_usd_per_m", "user pays: hardware $/1M tok"),
     ("j_per_token", "J/token"), ("battery_pct_per_1k", "battery %/1k tok"),
