@@ -220,6 +220,9 @@ def lm_class():
 
 
 def from_engine(engine, batch_size=1, **kw):
+    """lm-eval model for an Engine. Runtimes other than torch (llama.cpp, an HTTP endpoint) bring their own."""
+    if hasattr(engine, "lm_eval_model"):
+        return engine.lm_eval_model(batch_size=batch_size)
     return lm_class()(engine=engine, batch_size=batch_size, **kw)
 
 

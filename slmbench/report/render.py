@@ -23,10 +23,11 @@ def to_rich(df: pd.DataFrame, title: str = "slmbench"):
 
 
 def sections(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """(Markdown, HTML) of each optional section whose rows the run holds: quality vs cost, speculative decoding."""
-    from . import quality, speculative
+    """(Markdown, HTML) of each optional section whose rows the run holds: quality vs cost, speculative decoding,
+    and the cloud-vs-device cost table when an endpoint was measured."""
+    from . import cost, quality, speculative
     q_html, q_md = quality.quality_vs_cost(df)
-    out = [(q_md, q_html), (speculative.to_markdown(df), speculative.to_html(df))]
+    out = [(q_md, q_html), (speculative.to_markdown(df), speculative.to_html(df)), cost.section(df)]
     return [(md, h) for md, h in out if md or h]
 
 
