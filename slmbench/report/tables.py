@@ -13,7 +13,7 @@ from ..metrics import fmt_num, fmt_spread
 HEADLINE = [
     ("load_s", "load s"), ("ttft_ms", "TTFT ms"), ("prefill_tok_s", "prefill tok/s"),
     ("decode_tok_s", "decode tok/s"), ("itl_p50_ms", "ITL p50 ms"), ("itl_p99_ms", "ITL p99 ms"),
-    ("decode_roofline_frac", "roofline"), ("peak_mem_mb", "peak MB"), ("weights_mb", "weights MB"),
+    ("decode_roofline_frac", "roofline"), ("peak_mem_mb", "peak MB"), ("weights_mb", "weights MB"), ("file_mb", "file MB"),
     ("kv_bytes_per_token", "KV B/tok"), ("prefill_j_per_token", "prefill J/tok"),
     ("decode_j_per_token", "decode J/tok"),
 ]

@@ -28,6 +28,7 @@ def run(ctx: JobContext, p: MemoryParams) -> list[Metric]:
         Metric("peak_mem_mb", peak_gen / MB, "MB", higher_is_better=False, labels={"kind": kind},
                note=f"peak {kind} over load + generate({p.prompt_tokens}+{p.gen_tokens}) (kernel high-water mark)"),
         Metric("weights_mb", eng.weight_bytes() / MB, "MB", higher_is_better=False, note="unique weight tensors"),
+        Metric("file_mb", eng.file_bytes() / MB, "MB", higher_is_better=False, note="size of the deployable file"),
         Metric("params_m", eng.param_count() / 1e6, "M params"),
         Metric("kv_bytes_per_token", kv_bytes / seq, "B/token", higher_is_better=False,
                note=f"measured: cache tensors after a {seq}-token prefill"),
