@@ -22,18 +22,21 @@ open(f"{out}/jobs.csv", "w").write("\n".join(csv) + "\n")
 
 q = ("SELECT job_id, device, scenario, params, metric, labels, unit, n, source, status, value FROM results "
      "WHERE run_id=? ORDER BY job_id, metric, labels")
-a, b = db.execute(q, ("two-nodes-ray",)).fetchall(), db.execute(q, ("two-nodes-local",)).fetchall()
-keys_equal = [x[:-1] for x in a] == [x[:-1] for x in b]
+a = {x[:-1]: x[-1] for x in db.execute(q, ("two-nodes-ray",))}
+b = {x[:-1]: x[-1] for x in db.execute(q, ("two-nodes-local",))}
+shared = sorted(set(a) & set(b))
 same, diff = set(), set()
-for x, y in zip(a, b):
-    (same if x[-1] == y[-1] else diff).add(f"{x[4]} [{x[6]}]")
-diff_only = sorted(diff - same); same_only = sorted(same - diff); mixed = sorted(same & diff)
-print(f"\n### Rows: ray vs local\n\n{len(a)} rows vs {len(b)} rows; identical (job, device, scenario, params, metric, "
-      f"labels, unit, n, source, status): **{keys_equal}**.\n")
-print(f"- values identical in every job: {', '.join(same_only) or '-'}")
-print(f"- values differ (timings and measured memory/energy): {', '.join(diff_only) or '-'}")
-if mixed:
-    print(f"- equal in some jobs only: {', '.join(mixed)}")
+for k in shared:
+    (same if a[k] == b[k] else diff).add(f"{k[4]} [{k[6]}]")
+print(f"\n### Rows: ray vs local\n\n{len(a)} rows vs {len(b)} rows; {len(shared)} rows with the same (job, device, "
+      f"scenario, params, metric, labels, unit, n, source, status) in both.\n")
+for name, only in (("only in the ray run", set(a) - set(b)), ("only in the local run", set(b) - set(a))):
+    if only:
+        print(f"- {name}: " + ", ".join(sorted(f"{k[4]} ({k[1]} {k[2]})" for k in only)))
+print(f"- values identical in every job: {', '.join(sorted(same - diff)) or '-'}")
+print(f"- values differ (timings and measured memory/energy): {', '.join(sorted(diff - same)) or '-'}")
+if same & diff:
+    print(f"- equal in some jobs only: {', '.join(sorted(same & diff))}")
 
 print("\n### Overhead per job (suite `overhead`: 6 jobs, tiny model, node-a = this CPU, 2 threads)\n")
 print("| run | executor | jobs | sum of job wall s | median job wall s | run wall s (created→finished) |")
