@@ -13,7 +13,6 @@ perplexity scenario.
 One llama.cpp context holds one sequence; a "past" is the token list that context holds, checked on use."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -41,30 +40,6 @@ def batches(stream, batch: int, seq: int, seed: int):
     while True:
         starts = torch.randint(0, len(stream) - seq - 1, (batch,), generator=g)
         yield torch.stack([stream[s:s + seq] for s in starts])
-
-
-def fit(model, it, steps: int, lr: float, log, tag: str):
-    """Plain float training with the same optimiser and schedule as qat.train (so budgets compare)."""
-    import torch
-
-    from .qat import lm_loss
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 5) * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
-    model.train()
-    losses = []
-    for step in range(steps):
-        loss = lm_loss(model, next(it))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if step % 20 == 0 or step == steps - 1:
-            log(f"{tag} step {step + 1}/{steps} loss {losses[-1]:.3f}")
-    model.eval()
-    return losses
 
 
 def main(argv=None) -> int:
@@ -98,7 +73,7 @@ def main(argv=None) -> int:
                                   "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id})
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     t0 = time.perf_counter()
-    base_losses = fit(model, batches(stream, a.batch, a.seq, seed=1), a.steps, a.lr, log, "pretrain")
+    base_losses = qat.fit(model, batches(stream, a.batch, a.seq, seed=1), a.steps, a.lr, log=log, tag="pretrain")
     base_s = time.perf_counter() - t0
     record = {"student": STUDENT, "params": sum(p.numel() for p in model.parameters()), "steps": a.steps,
               "extra_steps": a.extra_steps, "batch": a.batch, "seq": a.seq, "tokens_per_step": a.batch * a.seq,
@@ -113,7 +88,7 @@ def main(argv=None) -> int:
     # (a) the PTQ parent: the same extra budget spent on float training
     ptq_model = copy.deepcopy(model)
     t0 = time.perf_counter()
-    la = fit(ptq_model, batches(stream, a.batch, a.seq, seed=2), a.extra_steps, a.qat_lr, log, "float")
+    la = qat.fit(ptq_model, batches(stream, a.batch, a.seq, seed=2), a.extra_steps, a.qat_lr, log=log, tag="float")
     record["branches"]["float"] = {"dir": str(save(ptq_model, "student-float")), "final_loss": la[-1],
                                    "seconds": time.perf_counter() - t0}
     # (b) QAT per scheme, from the same checkpoint and the same batches

@@ -60,17 +60,16 @@ def lm_loss(model, batch):
     return model(batch, labels=batch).loss
 
 
-def train(model, batches: Iterable, scheme: str, steps: int, lr: float = 3e-4, warmup: int = 5,
-          loss_fn: Callable = lm_loss, log: Callable[[str], None] | None = None, strip_after: bool = True) -> dict:
-    """The QAT phase: prepare, `steps` AdamW steps with a short warm-up and cosine decay, then strip (default).
-    Returns {"scheme", "steps", "losses", "seconds"}."""
+def fit(model, it, steps: int, lr: float = 3e-4, warmup: int = 5, loss_fn: Callable = lm_loss,
+        log: Callable[[str], None] | None = None, tag: str = "train") -> list[float]:
+    """`steps` AdamW steps with a short warm-up and cosine decay. Shared by the float and QAT branches, so their
+    budgets and schedules are the same by construction."""
     import torch
-    prepare(model, scheme)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
-    losses, t0, it = [], time.perf_counter(), iter(batches)
+    losses = []
     for step in range(steps):
         loss = loss_fn(model, next(it))
         opt.zero_grad(set_to_none=True)
@@ -80,8 +79,17 @@ def train(model, batches: Iterable, scheme: str, steps: int, lr: float = 3e-4, w
         sched.step()
         losses.append(loss.item())
         if log and (step % 10 == 0 or step == steps - 1):
-            log(f"qat {scheme} step {step + 1}/{steps} loss {losses[-1]:.3f}")
+            log(f"{tag} step {step + 1}/{steps} loss {losses[-1]:.3f}")
     model.eval()
+    return losses
+
+
+def train(model, batches: Iterable, scheme: str, steps: int, lr: float = 3e-4, warmup: int = 5,
+          loss_fn: Callable = lm_loss, log: Callable[[str], None] | None = None, strip_after: bool = True) -> dict:
+    """The QAT phase: prepare, fit, then strip (default). Returns {"scheme", "steps", "losses", "seconds"}."""
+    prepare(model, scheme)
+    t0 = time.perf_counter()
+    losses = fit(model, iter(batches), steps, lr, warmup, loss_fn, log, tag=f"qat {scheme}")
     if strip_after:
         strip(model)
     return {"scheme": scheme, "steps": steps, "losses": losses, "seconds": time.perf_counter() - t0}
