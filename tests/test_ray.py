@@ -174,7 +174,8 @@ def test_without_ray_installed_the_ray_executor_fails_with_a_clear_message(tmp_p
     (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
     suite = _suite(tmp_path, "any", ["local-cpu"], SCENARIOS[:1])
     rc, _, err = run_cli("run", suite, "--out", tmp_path / "out", "--executor", "ray",
-                         env={"PYTHONPATH": str(fake.parent)})
+                         env={"PYTHONPATH": str(fake.parent), "SLMBENCH_DEVICES_DIR": str(REPO / "devices")})
     assert rc == 2 and "pip install 'slmbench[ray]'" in err, err
-    rc, _, err = run_cli("run", suite, "--out", tmp_path / "out", "--address", "127.0.0.1:1")
+    rc, _, err = run_cli("run", suite, "--out", tmp_path / "out", "--address", "127.0.0.1:1",
+                         env={"SLMBENCH_DEVICES_DIR": str(REPO / "devices")})
     assert rc == 2 and "--address is for --executor ray" in err, err

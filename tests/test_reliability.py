@@ -103,7 +103,11 @@ def test_kill_9_mid_run_then_resume_loses_nothing_and_duplicates_nothing(tmp_pat
     proc, log = _start(["run", suite, "--out", out, "--run-id", "kr"], tmp_path)
     db = out / "results.sqlite"
     # Kill once two jobs are committed and the third job's process is running.
-    n_done = lambda: db.is_file() and _q(out, "SELECT count(*) FROM jobs WHERE run_id='kr'")[0][0]
+    def n_done():  # the file exists a moment before its schema does
+        try:
+            return db.is_file() and _q(out, "SELECT count(*) FROM jobs WHERE run_id='kr'")[0][0]
+        except sqlite3.OperationalError:
+            return 0
     _wait_for(lambda: (n_done() or 0) >= 2 and _workers(proc.pid), what="two jobs and a running third")
     orphans = _workers(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
