@@ -22,7 +22,14 @@ def fig_to_html(fig, alt: str) -> str:
     fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode()
+    return png_to_html(buf.getvalue(), alt)
+
+
+def png_to_html(png: bytes | None, alt: str) -> str:
+    """A PNG embedded in the page as base64, with its caption; "" when there is no plot."""
+    if not png:
+        return ""
+    data = base64.b64encode(png).decode()
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"/>' \
            f"<figcaption>{html.escape(alt)}</figcaption></figure>"
 

@@ -5,7 +5,6 @@ and the Pareto frontier of quality against each cost (matplotlib, embedded as a 
 """
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -13,6 +12,7 @@ import json
 import pandas as pd
 
 from ..metrics import fmt_num
+from .plots import png_to_html
 from .tables import html_table, md_table, variant_name
 
 # cost columns: (metric, title, lower is better?)
@@ -166,8 +166,5 @@ def quality_vs_cost(df: pd.DataFrame) -> tuple[str, str]:
             "of the same model variant and device.")
     md = ["## Quality vs cost", "", note, "", md_table(header, rows)]
     parts = ["<h2>Quality vs cost</h2>", f"<p>{html.escape(note)}</p>", html_table(header, rows)]
-    png = plot_png(df)
-    if png:
-        parts.append("<p><img alt='quality vs cost, Pareto frontier' src='data:image/png;base64," +
-                     base64.b64encode(png).decode() + "'></p>")
+    parts.append(png_to_html(plot_png(df), "quality vs cost, Pareto frontier"))
     return "".join(parts), "\n".join(md) + "\n"

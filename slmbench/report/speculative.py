@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -16,6 +15,7 @@ import json
 import pandas as pd
 
 from ..metrics import fmt_num, fmt_spread
+from .plots import png_to_html
 from .tables import html_table, md_table
 
 COLUMNS = [  # (metric, header)
@@ -137,8 +137,7 @@ def to_html(df: pd.DataFrame) -> str:
     header, rows = table(df)
     if not rows:
         return ""
-    png = plot_png(df)
-    img = (f"<img alt='speedup vs g' src='data:image/png;base64,{base64.b64encode(png).decode()}'>" if png else "")
+    img = png_to_html(plot_png(df), "measured and predicted speedup vs draft length g")
     return f"<h2>Speculative decoding</h2>{html_table(header, rows)}<p>{html.escape(NOTE)}</p>{img}"
 
 
