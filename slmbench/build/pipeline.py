@@ -46,7 +46,8 @@ def specs(r: Recipe, base: Path, teacher: Teacher) -> dict:
     c = corpus_spec(r, base, tk, cache.spec_hash(s))
     st = {"kind": "student", "v": STUDENT_VERSION, "corpus": cache.spec_hash(c), "teacher": tk,
           "top_k": r.logits.top_k, "student": r.student.model_dump(), "seed": r.seed,
-          "train": r.train.model_dump(exclude={"checkpoint_every"})}
+          # no qat: left out, so every recipe without it keeps the student hash it had before the knob existed
+          "train": r.train.model_dump(exclude={"checkpoint_every"} | ({"qat"} if r.train.qat is None else set()))}
     return {"synth": s, "corpus": c, "student": st}
 
 
@@ -101,7 +102,7 @@ def build_recipe(r: Recipe, base: Path, recipe_file: str = "") -> Built:
         "train": {"steps": st["step"], "tokens_seen": st["tokens"], "train_s": round(st["train_s"], 2),
                   "tok_s": st["tokens"] / max(st["train_s"], 1e-9), "tok_s_steady": B * L / float(np.median(steady)),
                   "final_loss": st["log"][-1]["loss"] if st["log"] else None,
-                  "teacher_in_loop": r.train.teacher_in_loop},
+                  "teacher_in_loop": r.train.teacher_in_loop, "qat": st.get("qat")},
         "eval": result, "wall_s": wall,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": __import__("transformers").__version__, "threads": torch.get_num_threads()},

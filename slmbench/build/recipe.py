@@ -7,7 +7,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..errors import UserError
 from ..settings import data_dir
@@ -100,6 +100,20 @@ class Curriculum(_Strict):
     strength: float = Field(1.0, ge=0, le=10, description="how strongly easy/hard samples are up-weighted")
 
 
+class Qat(_Strict):
+    """The last `tokens` of the train budget run with fake quantization (quant.qat): same batches, schedule, loss."""
+    scheme: str = Field(description="a quant.qat scheme; the export is float, loaded with `quantization: <scheme>`")
+    tokens: int = Field(ge=1, description="the final N tokens of train.tokens (QAT starts where they begin)")
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, v):
+        from ..quant.qat import SCHEMES
+        if v not in SCHEMES:
+            raise ValueError(f"unknown QAT scheme {v!r} (known: {', '.join(SCHEMES)})")
+        return v
+
+
 class Train(_Strict):
     tokens: int = Field(200_000, ge=1, description="token budget: input tokens seen by the student")
     batch_size: int = Field(8, ge=1)
@@ -114,6 +128,14 @@ class Train(_Strict):
     teacher_in_loop: bool = Field(False, description="run the teacher every step instead of reading cached logits")
     checkpoint_every: int = Field(100, ge=1, description="steps between resumable checkpoints")
     eval_every: int = Field(0, ge=0, description="held-out eval every N steps (0: only at the end)")
+    qat: Qat | None = Field(None, description="quantization-aware final phase (absent: none; then it is left "
+                                              "out of the student's hash, so older artifacts keep theirs)")
+
+    @model_validator(mode="after")
+    def _qat_budget(self):
+        if self.qat is not None and self.qat.tokens > self.tokens:
+            raise ValueError(f"qat.tokens {self.qat.tokens} exceeds train.tokens {self.tokens} (QAT is its final part)")
+        return self
 
 
 class Export(_Strict):

@@ -1,6 +1,8 @@
 """The training loop (nanoGPT-style): fixed token budget, AdamW, warmup + cosine, the KD loss over cached teacher
 top-k (or the teacher run every step, to measure what caching saves), curriculum weights per sample, MoE router
-aux loss, and a resumable checkpoint every N steps (written atomically into the artifact's .partial/ dir)."""
+aux loss, and a resumable checkpoint every N steps (written atomically into the artifact's .partial/ dir).
+With `t.qat`, the last qat.tokens of the same budget train fake-quantized (quant.qat.prepare at the step where that
+phase begins; nothing else changes), and the model is stripped back to plain nn.Linear at the end."""
 from __future__ import annotations
 
 import math
@@ -27,9 +29,26 @@ def train(model, tokens: np.ndarray, logits, t, seed: int, part: Path, teacher=N
                             lr=t.lr, betas=(0.9, 0.95))
     cur = Curriculum(t.curriculum, nll[:, :-1].mean(1))  # difficulty = the teacher's mean loss on the sample
     st = {"step": 0, "tokens": 0, "train_s": 0.0, "log": [], "evals": []}
+    # QAT: the final ceil(qat.tokens / tokens-per-step) steps; same batches, LR schedule and loss as without it
+    qat_start = steps - min(steps, math.ceil(t.qat.tokens / (B * L))) if t.qat else steps
+    fq = False
+
+    def enter_qat():
+        nonlocal fq
+        from ..quant import qat
+        before = [id(p) for p in model.parameters()]
+        qat.prepare(model, t.qat.scheme)  # every nn.Linear (lm_head too), as PTQ quantizes at load time
+        # torchao's FakeQuantizedLinear.from_linear keeps the nn.Linear's weight Parameter, so AdamW (and its
+        # state) goes on updating the same tensors, and lm_head stays tied to the (float) embedding
+        if [id(p) for p in model.parameters()] != before:
+            raise RuntimeError("qat.prepare replaced parameters; the optimizer would train stale tensors")
+        fq = True
+
     ckpt = part / "ckpt.pt"
     if ckpt.exists():  # resume an interrupted build where its last checkpoint left off
         c = torch.load(ckpt, weights_only=False)
+        if c["state"]["step"] > qat_start:  # written inside the QAT phase: the same module tree before loading
+            enter_qat()
         model.load_state_dict(c["model"]), opt.load_state_dict(c["opt"])
         st = c["state"]
     perms: dict[int, np.ndarray] = {}  # epoch → order; a function of (seed, epoch), so resuming needs no RNG state
@@ -50,6 +69,10 @@ def train(model, tokens: np.ndarray, logits, t, seed: int, part: Path, teacher=N
     with bar("training student", steps) as adv:
         adv(st["step"])
         for step in range(st["step"], steps):
+            if step >= qat_start and not fq:
+                enter_qat()
+                st["qat"] = {"scheme": t.qat.scheme, "tokens": t.qat.tokens, "start_step": step,
+                             "start_tokens": st["tokens"], "steps": steps - step}
             t0 = time.perf_counter()
             idx = batch_idx(step)
             x = torch.from_numpy(tokens[idx].astype(np.int64))
@@ -81,4 +104,7 @@ def train(model, tokens: np.ndarray, logits, t, seed: int, part: Path, teacher=N
             if (step + 1) % t.checkpoint_every == 0 and step + 1 < steps:
                 state = {"model": model.state_dict(), "opt": opt.state_dict(), "state": st}
                 cache.atomic_write(ckpt, lambda p: torch.save(state, p))
+    if fq:
+        from ..quant import qat
+        qat.strip(model)  # plain nn.Linear with the QAT-trained weights: exports as a float HF model
     return st
