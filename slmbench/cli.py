@@ -17,7 +17,7 @@ def _out(p) -> Path:
 
 def cmd_validate(a) -> int:
     from .suite import expand, load_suite
-    suite = load_suite(a.suite)
+    suite = load_suite(a.suite, quick=a.quick)
     jobs = expand(suite, Path(a.suite).resolve().parent)
     print(f"{a.suite}: ok — suite '{suite.name}', {len(jobs)} jobs")
     if a.verbose:
@@ -35,7 +35,7 @@ def cmd_run(a) -> int:
         from .regression import check_ref
         check_ref(_open_store(out), a.baseline, "--baseline")
     run_id = run_suite(a.suite, out, run_id=a.run_id, resume=a.resume, console=console, force=a.force,
-                       executor=a.executor, address=a.address)
+                       executor=a.executor, address=a.address, quick=a.quick)
     from .store import Store
     from .report.render import to_rich
     st = Store(out)
@@ -106,6 +106,8 @@ def cmd_report(a) -> int:
     from .report import render
     st = _open_store(_out(a.out))
     rid = _pick_run(st, a.run)
+    if a.claims:
+        return _claims_report(a, st, rid)
     df, man = st.rows(rid), st.manifest(rid)
     text = {"md": lambda: render.to_markdown(df, rid, man), "html": lambda: render.to_html(df, rid, man),
             "json": lambda: render.to_json(df, rid, man)}[a.format]()
@@ -134,6 +136,30 @@ def _with_cost(text: str, fmt: str, df, rid: str, man: dict) -> str:
     d["cost"] = {"rows": ct.rows, "break_even": ct.break_even, "notes": ct.notes,
                  "assumptions": ct.assumptions.model_dump()}
     return json.dumps(d, indent=1, default=str)
+
+
+def _claims_report(a, st, rid: str) -> int:
+    """`report --claims [SUITE]`: verdicts for the suite's claims from this run's rows (md + PNGs, html, json)."""
+    from .claims import parse
+    from .report import claims as rc
+    from .suite import load_suite
+    meta = st.run_meta(rid) or {}
+    path = a.claims if a.claims is not True else meta.get("suite_path")
+    if not path:
+        raise UserError("no suite file recorded for this run; pass it: --claims SUITE", field="--claims")
+    quick = meta.get("suite", "").endswith("-quick")
+    suite = load_suite(path, quick=quick)
+    if not suite.claims:
+        raise UserError("this suite has no `claims:` section", file=str(path), field="claims")
+    jobs = st.jobs(rid)
+    wall = ""
+    if meta.get("created") and meta.get("finished"):
+        wall = (f"{(meta['finished'] - meta['created']) / 60:.1f} min for `slmbench run` "
+                f"({len(jobs)} jobs, {jobs['wall_s'].sum() / 60:.1f} min inside jobs)")
+    dest = Path(a.output) if a.output else _out(a.out) / f"claims-{rid}"
+    md, hp = rc.write(st.rows(rid), suite, parse(suite.claims, str(path)), dest, rid, st.manifest(rid), wall)
+    print(f"wrote {md} and {hp}", file=sys.stderr)
+    return 0
 
 
 def cmd_build(a) -> int:
@@ -198,8 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("validate", cmd_validate, "check a suite without running it")
     sp.add_argument("suite")
     sp.add_argument("-v", "--verbose", action="store_true", help="list the planned jobs")
+    sp.add_argument("--quick", action="store_true", help="apply the suite's `quick:` patch (its small variant)")
     sp = add("run", cmd_run, "run a suite")
     sp.add_argument("suite")
+    sp.add_argument("--quick", action="store_true", help="apply the suite's `quick:` patch (its small variant)")
     sp.add_argument("--run-id", help="name the run (re-using an id resumes it)")
     sp.add_argument("--resume", action="store_true", help="finish the latest run of this suite")
     _regression_args(sp)
@@ -227,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--run", help="run id (default: latest)")
     sp.add_argument("--format", choices=["md", "html", "json"], default="md")
     sp.add_argument("--output", help="write to this file instead of stdout")
+    sp.add_argument("--claims", nargs="?", const=True, metavar="SUITE", help="the claims report (verdicts for "
+                    "the suite's `claims:`; default: the run's own suite file) into --output DIR (default "
+                    "OUT/claims-RUN): claims.md + plots/, claims.html, verdicts.json")
     sp.add_argument("--cost", action="store_true", help="add the cloud-vs-device cost table (devices/, "
                     "devices/cloud/ price tables and assumptions)")
     sp = add("bandwidth", cmd_bandwidth, "benchmark: sustained memory read bandwidth (cached per machine)")

@@ -94,14 +94,14 @@ def _sigterm_as_interrupt():
 
 def run_suite(suite_path: str, out: Path, run_id: str | None = None, resume: bool = False,
               console: Console | None = None, executor: str = "local", force: bool = False,
-              address: str | None = None) -> str:
+              address: str | None = None, quick: bool = False) -> str:
     """Run (or resume) a suite. `force` resumes a run even though its suite file changed since it started.
     `executor`: local | ray (slmbench.executors); `address`: the Ray cluster (none: a local one)."""
     console = console or Console(stderr=True)
     if run_id is not None and not RUN_ID.match(run_id):  # it names files: no paths
         raise UserError(f"expected letters, digits, '_', '.', '-' (at most 100, not starting with '.' or '-'), "
                         f"got {run_id!r}", field="--run-id")
-    suite = load_suite(suite_path)
+    suite = load_suite(suite_path, quick=quick)
     jobs = expand(suite, Path(suite_path).resolve().parent)
     out = Path(out)
     preflight(out)
@@ -112,7 +112,7 @@ def run_suite(suite_path: str, out: Path, run_id: str | None = None, resume: boo
             raise UserError(f"nothing to resume: no earlier run of suite {suite.name!r} in the store",
                             file=str(store.path), field="--resume")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    sha = hashlib.sha256(Path(suite_path).read_bytes()).hexdigest()[:16]
+    sha = hashlib.sha256(Path(suite_path).read_bytes() + (b"+quick" if quick else b"")).hexdigest()[:16]
     _check_same_suite(store.run_meta(run_id), suite.name, sha, suite_path, force)
     from .executors import make_executor
     ex = make_executor(executor, address, jobs)  # checks the choice (Ray installed?) before any work

@@ -1,6 +1,7 @@
 """Suite files: schema, validation with one-line errors, and matrix expansion into jobs (the plan)."""
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import inspect
 import itertools
@@ -37,6 +38,19 @@ class RunSettings(_Strict):
         return self
 
 
+# Fields added after results were first stored: left out of a job's identity while at their default, so that the
+# keys of existing runs (resume, baselines) do not change when a field is added.
+LATER_FIELDS = {"overrides", "attention"}
+
+
+def _stable_dump(m: BaseModel) -> dict:
+    d = m.model_dump()
+    for k in LATER_FIELDS & set(d):
+        if d[k] == type(m).model_fields[k].get_default(call_default_factory=True):
+            del d[k]
+    return d
+
+
 class Variant(_Strict):
     """Knobs that change what is measured. Every result row carries all of them."""
     backend: str = "torch"
@@ -45,6 +59,8 @@ class Variant(_Strict):
                               "int8da_int4w|...; llamacpp: f32|f16|q8_0|q4_0|q4_k_m|... (slmbench.quant)")
     compile: bool = False
     load: Literal["mmap", "full"] = Field("mmap", description="weights memory-mapped, or read fully into memory")
+    attention: Literal["native", "mha"] = Field("native", description="mha: a GQA/MQA model with each KV head "
+                                                "repeated (the same function, more KV cache): what GQA saves")
     threads: int | None = Field(None, ge=1, le=1024)
     # Test-only knobs that inject a known regression, so detection can be proven on real runs.
     inject_decode_delay_ms: float = Field(0.0, ge=0, le=10_000)
@@ -56,6 +72,8 @@ class ModelSpec(_Strict):
     source: str = Field(description="smollm2 | hf | random (see slmbench.models)")
     path: str | None = None
     config: dict[str, Any] = Field(default_factory=dict, description="random-init config overrides")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="source recipe: fields deep-merged into "
+                                      "the recipe (one knob changed, e.g. {train: {alpha: 1.0}, seed: 1})")
     trust_remote_code: bool = False
     knobs: dict[str, Any] = Field(default_factory=dict, description="fixed variant knobs for this model")
 
@@ -72,6 +90,8 @@ class ScenarioSpec(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="each combination is its own job")
+    models: list[str] = Field(default_factory=list, description="run only on these models (names or globs); "
+                                                                "empty: every model")
 
     @field_validator("sweep")
     @classmethod
@@ -93,6 +113,9 @@ class Suite(_Strict):
     matrix: dict[str, list[Any]] = Field(default_factory=dict, description="variant knob -> values")
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     regression: dict[str, Any] = Field(default_factory=dict, description="verdict thresholds (slmbench.regression)")
+    claims: list[dict[str, Any]] = Field(default_factory=list, description="claims and the comparisons that decide "
+                                                                           "them (slmbench.claims)")
+    quick: dict[str, Any] = Field(default_factory=dict, description="patch applied by `--quick` (apply_quick)")
 
 
 @dataclass
@@ -110,7 +133,7 @@ class Job:
     key: str = field(init=False)
 
     def __post_init__(self):
-        ident = {"model": self.model.model_dump(), "variant": self.variant.model_dump(), "device": self.device,
+        ident = {"model": _stable_dump(self.model), "variant": _stable_dump(self.variant), "device": self.device,
                  "threads": self.device_threads, "scenario": self.scenario, "params": self.params, "seed": self.seed}
         self.key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -220,15 +243,71 @@ def parse_model(cls: type[BaseModel], data: Any, file: str) -> BaseModel:
         raise UserError(msg, file=file, field=loc)
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Parse and check a suite: schema, then references (models, devices, scenarios, knobs) — before any work."""
+def load_suite(path: str | Path, quick: bool = False) -> Suite:
+    """Parse and check a suite: schema, then references (models, devices, scenarios, knobs) — before any work.
+    quick: apply the suite's `quick:` patch first (a smaller variant of the same experiments, e.g. for CI)."""
     file = str(path)
-    suite = parse_model(Suite, load_yaml(path), file)
-    _check_refs(suite, file, Path(path).resolve().parent)
+    data = load_yaml(path)
+    if quick:
+        data = apply_quick(data, file)
+    suite = parse_model(Suite, data, file)
+    _check_refs(suite, file, Path(path).resolve().parent, quick)
     return suite
 
 
-def _check_refs(suite: Suite, file: str, base: Path) -> None:
+QUICK_KEYS = {"name", "description", "settings", "seed", "devices", "matrix", "exclude", "models", "scenarios"}
+
+
+def apply_quick(data: Any, file: str) -> dict:
+    """The `quick:` patch. settings/matrix merge; `models` and `scenarios` map a name glob to a patch deep-merged
+    into every model / scenario it matches (null drops them); other keys replace. The suite is renamed NAME-quick
+    so that its runs, --resume and baselines never mix with the full suite's."""
+    import fnmatch
+    from .build.recipe import deep_merge
+    if not isinstance(data, dict) or not isinstance(data.get("quick"), dict) or not data["quick"]:
+        raise UserError("--quick: this suite has no `quick:` patch", file=file, field="quick")
+    q, out = data["quick"], {k: v for k, v in data.items() if k != "quick"}
+    for k, v in q.items():
+        if k not in QUICK_KEYS:
+            raise UserError(f"unknown key (known: {', '.join(sorted(QUICK_KEYS))})", file=file, field=f"quick.{k}")
+        if k in ("models", "scenarios"):
+            if not isinstance(v, dict):
+                raise UserError("expected a mapping: name glob -> patch (or null to drop)", file=file,
+                                field=f"quick.{k}")
+            items = [x if isinstance(x, dict) else {"name": x} for x in out.get(k, [])]
+            # scenario keys may say which of several same-named scenarios: "latency#2" is the second latency
+            nth = [sum(y.get("name") == x.get("name") for y in items[:i + 1]) for i, x in enumerate(items)]
+            for glob, patch in v.items():
+                g, _, n = str(glob).partition("#")
+                hits = [x for x, c in zip(items, nth) if fnmatch.fnmatchcase(str(x.get("name")), g)
+                        and (not n or str(c) == n)]
+                if not hits:
+                    raise UserError(f"matches no {k[:-1]}", file=file, field=f"quick.{k}.{glob}")
+                keep = [(x if x not in hits else (None if patch is None else deep_merge(x, patch)), c)
+                        for x, c in zip(items, nth)]
+                items, nth = [x for x, _ in keep if x is not None], [c for x, c in keep if x is not None]
+            out[k] = items
+        elif k in ("settings", "matrix") and isinstance(v, dict):
+            out[k] = deep_merge(out.get(k) or {}, v)
+        else:
+            out[k] = v
+    if isinstance(q.get("models"), dict):  # a dropped model leaves the scenarios that named it
+        left = {m.get("name") for m in out.get("models", []) if isinstance(m, dict)}
+        kept = []
+        for sc in out.get("scenarios", []):
+            if isinstance(sc, dict) and isinstance(sc.get("models"), list) and sc["models"]:
+                sc["models"] = [g for g in sc["models"] if g in left or any(c in str(g) for c in "*?[")]
+                if not sc["models"]:
+                    continue  # every model it named is gone (an empty list would mean every model)
+            kept.append(sc)
+        out["scenarios"] = kept
+    out.setdefault("name", "suite")
+    if "name" not in q:
+        out["name"] = f"{out['name']}-quick"
+    return out
+
+
+def _check_refs(suite: Suite, file: str, base: Path, quick: bool = False) -> None:
     """Cheap checks first; model sources last (a random-init config check imports transformers)."""
 
     from . import scenarios  # registry
@@ -264,6 +343,14 @@ def _check_refs(suite: Suite, file: str, base: Path) -> None:
             except ValidationError as e:
                 raise UserError(e.errors()[0]["msg"], file=file, field=f"matrix.{k}[{j}]")
     _check_exclude(suite, file)
+    for i, s in enumerate(suite.scenarios):
+        for g in [] if isinstance(s, str) else s.models:
+            if not any(fnmatch.fnmatchcase(n, g) for n in names):
+                raise UserError(f"matches no model of this suite ({', '.join(names)})", file=file,
+                                field=f"scenarios[{i}].models")
+    if suite.claims:
+        from .claims import check_claims
+        check_claims(suite, file, models_required=not quick)  # quick may drop a model: its claim is inconclusive
     if not expand(suite):
         raise UserError("the matrix expands to no jobs (everything excluded)", file=file, field="exclude")
     with _quiet_transformers(any(m.source == "random" for m in suite.models)):
@@ -291,6 +378,9 @@ def _check_models(suite: Suite, file: str, base: Path) -> None:
         if m.config and m.source != "random":  # a mismatch that would otherwise be silently ignored
             raise UserError(f"config (random-init overrides) does not apply to source {m.source!r}; only to "
                             "source 'random'", file=file, field=f"models[{i}].config")
+        if m.overrides and m.source != "recipe":
+            raise UserError(f"overrides (recipe fields) do not apply to source {m.source!r}; only to source 'recipe'",
+                            file=file, field=f"models[{i}].overrides")
         if m.path and m.source == "random":
             raise UserError("path does not apply to source 'random' (a random-init model has no files)",
                             file=file, field=f"models[{i}].path")
@@ -355,6 +445,8 @@ def expand(suite: Suite, base: Path | None = None) -> list[Job]:
                 dname, dthreads = (d, None) if isinstance(d, str) else (d.name, d.threads)
                 for s in suite.scenarios:
                     s = ScenarioSpec(name=s) if isinstance(s, str) else s
+                    if s.models and not any(fnmatch.fnmatchcase(m.name, g) for g in s.models):
+                        continue
                     skeys = list(s.sweep)
                     for svals in itertools.product(*(s.sweep[k] for k in skeys)) if skeys else [()]:
                         params = {**s.params, **dict(zip(skeys, svals))}

@@ -200,6 +200,37 @@ def _weights(model):
                 yield b
 
 
+def expand_kv_heads(model) -> None:
+    """attention: mha — a GQA/MQA model turned into MHA with identical outputs: what GQA saves is then exactly the
+    difference in KV cache (bytes per token, decode time at long context), nothing else."""
+    cfg = model.config
+    h, kv = cfg.num_attention_heads, cfg.num_key_value_heads or cfg.num_attention_heads
+    if kv == h:
+        return
+    from ..errors import Unsupported
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None or not all(hasattr(getattr(l, "self_attn", None), "num_key_value_groups") for l in layers):
+        raise Unsupported(f"attention: mha needs Llama-style attention layers ({cfg.model_type} has none)")
+    import torch
+
+    class RepeatKVHeads(torch.nn.Module):
+        """The k/v projection with each KV head repeated for its query group (as GQA attention does inside):
+        cached after this, the KV cache is MHA-sized; weights and outputs stay the same."""
+
+        def __init__(self, proj):
+            super().__init__()
+            self.proj = proj
+
+        def forward(self, x):
+            return self.proj(x).unflatten(-1, (kv, -1)).repeat_interleave(h // kv, dim=-2).flatten(-2)
+
+    for layer in layers:
+        att = layer.self_attn
+        att.k_proj, att.v_proj = RepeatKVHeads(att.k_proj), RepeatKVHeads(att.v_proj)
+        att.num_key_value_groups = 1
+    cfg.num_key_value_heads = h
+
+
 @register_backend("torch")
 def load(files, variant, adapter, progress=print) -> Engine:
     import torch
@@ -220,6 +251,8 @@ def load(files, variant, adapter, progress=print) -> Engine:
     model.eval().to(adapter.torch_device)
     tok = AutoTokenizer.from_pretrained(str(files.tokenizer_dir))
     n_params = sum(t.numel() for t in _weights(model))
+    if getattr(variant, "attention", "native") == "mha":
+        expand_kv_heads(model)
     model = ptq.apply(model, variant.quantization, variant.dtype, adapter.torch_device)
     if variant.compile:
         # Static cache + torch.compile; on CPU transformers only auto-compiles when told to (DESIGN).

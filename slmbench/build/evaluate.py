@@ -15,22 +15,27 @@ def evaluate(model, heldout: np.ndarray, token_bytes: np.ndarray, teacher_top1: 
              batch: int = 8) -> dict:
     was = model.training
     model.eval()
-    nll = agree = n = 0.0
-    nbytes = 0
+    nll, nbytes, agree = [], [], []  # per held-out sequence: the stderr comes from their spread
     for b in range(0, len(heldout), batch):
         x = torch.from_numpy(heldout[b:b + batch].astype(np.int64))
         z = model(x[:, :-1]).logits.float()
         y = x[:, 1:]
-        nll += F.cross_entropy(z.transpose(1, 2), y, reduction="sum").item()
-        nbytes += int(token_bytes[y.numpy()].sum())
+        nll += F.cross_entropy(z.transpose(1, 2), y, reduction="none").sum(1).tolist()
+        nbytes += token_bytes[y.numpy()].sum(1).tolist()
         if teacher_top1 is not None:
-            agree += (z.argmax(-1).numpy() == teacher_top1[b:b + batch, :-1]).sum()
-        n += y.numel()
+            agree += (z.argmax(-1).numpy() == teacher_top1[b:b + batch, :-1]).mean(1).tolist()
     model.train(was)
-    out = {"heldout_bpb": nll / math.log(2) / nbytes, "heldout_nll": nll / n, "heldout_tokens": int(n),
-           "heldout_bytes": nbytes}
+    bits, nb = np.array(nll) / math.log(2), np.array(nbytes, dtype=float)
+    n, bpb = len(heldout) * (heldout.shape[1] - 1), bits.sum() / nb.sum()
+    out = {"heldout_bpb": float(bpb), "heldout_nll": float(sum(nll) / n), "heldout_tokens": int(n),
+           "heldout_bytes": int(nb.sum()), "heldout_seqs": len(heldout),
+           # ratio-estimator stderr over sequences (bits_i - bpb*bytes_i) / mean bytes / sqrt(k)
+           "heldout_bpb_stderr": float(np.std(bits - bpb * nb, ddof=1) / nb.mean() / math.sqrt(len(nb)))
+           if len(nb) > 1 else None}
     if teacher_top1 is not None:
-        out["top1_agreement"] = float(agree / n)
+        a = np.array(agree)
+        out["top1_agreement"] = float(a.mean())
+        out["top1_agreement_stderr"] = float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else None
     return out
 
 

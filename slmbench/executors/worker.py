@@ -42,6 +42,7 @@ def run_job(job) -> dict:
         if sdef.needs_engine:
             files = models.resolve(job.model, progress=lambda m: print(m, file=sys.stderr))
             files.trust_remote_code = job.model.trust_remote_code  # the suite's opt-in; the backend passes it on
+            ctx.extra["files"] = files
             ctx.baseline_rss_bytes = adapter.memory_bytes()
             adapter.reset_peak_memory()
             t0 = time.perf_counter()

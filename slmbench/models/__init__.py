@@ -18,6 +18,7 @@ class ModelFiles:
     config: object | None = None  # transformers PretrainedConfig
     tokenizer_dir: Path | None = None
     origin: str = ""  # human description for the manifest (e.g. the GGUF it came from)
+    build_dir: Path | None = None  # a factory artifact (manifest.json, held-out split): the heldout scenario reads it
 
 
 @dataclass
@@ -95,12 +96,14 @@ def _check_recipe(spec, file, field, base):
                         field=f"{field}.path")
     p = Path(spec.path)
     from ..build.recipe import load_recipe
-    load_recipe(p if p.is_absolute() else base / p)  # the recipe's own errors name the recipe file and field
+    load_recipe(p if p.is_absolute() else base / p, getattr(spec, "overrides", None) or None)  # its errors name the recipe file and field
 
 
 @register_source("recipe", check=_check_recipe)
 def _recipe(spec, progress) -> ModelFiles:
     """A student from the SLM factory: built on first use (cached under the hash of its full spec)."""
     from ..build import build
-    b = build(spec.path)
-    return ModelFiles(hf_dir=b.model_dir, tokenizer_dir=b.model_dir, origin=f"recipe {spec.path} → {b.path.name}")
+    b = build(spec.path, spec.overrides or None)
+    over = f" + {spec.overrides}" if spec.overrides else ""
+    return ModelFiles(hf_dir=b.model_dir, tokenizer_dir=b.model_dir, origin=f"recipe {spec.path}{over} → {b.path.name}",
+                      build_dir=b.path)

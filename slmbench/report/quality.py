@@ -30,8 +30,10 @@ def quality_columns(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     ok = df[(df["status"] == "ok")]
     cols = []
     acc = ok[ok["scenario"] == "accuracy"]
-    for task in dict.fromkeys(json.loads(x).get("task") for x in acc["labels"]):
-        if not task:
+    tasks = list(dict.fromkeys(json.loads(x).get("task") for x in acc["labels"]))
+    groups = {t for t in tasks if t and any(u != t and u.startswith(f"{t}_") for u in tasks if u)}
+    for task in tasks:
+        if not task or any(task.startswith(f"{g}_") for g in groups):  # a group's subtasks: the group stands
             continue
         have = set(acc[acc["labels"].map(lambda s: json.loads(s).get("task") == task)]["metric"])
         m = next((m for m in ACC if m in have), None)

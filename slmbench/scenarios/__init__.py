@@ -40,7 +40,7 @@ def register_scenario(name: str, params: type[Params] = Params, needs_engine: bo
 
 
 def _load_builtins() -> None:
-    from . import energy, faults, latency, memory  # noqa: F401  (faults: test-only fault injection)
+    from . import energy, faults, heldout, latency, memory  # noqa: F401  (faults: test-only fault injection)
     for optional in ("accuracy", "perplexity", "speculative", "serving"):
         try:
             __import__(f"{__name__}.{optional}")

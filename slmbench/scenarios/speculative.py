@@ -35,6 +35,7 @@ class DraftSpec(BaseModel):
     source: str = Field(description="ngram, or a model source: smollm2 | hf | random | recipe | ...")
     path: str | None = None
     config: dict[str, Any] = Field(default_factory=dict, description="random-init config overrides")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="source recipe: recipe fields deep-merged")
     truncate_layers: int | None = Field(None, ge=1, le=1024, description="keep the first k decoder layers")
     name: str | None = Field(None, max_length=80, description="label in reports")
     max_n: int = Field(3, ge=1, le=16, description="ngram: longest suffix looked up")
@@ -50,7 +51,7 @@ class DraftSpec(BaseModel):
         if self.source == "ngram":
             if self.min_n > self.max_n:
                 raise ValueError(f"min_n ({self.min_n}) is above max_n ({self.max_n})")
-            if self.path or self.config or self.truncate_layers:
+            if self.path or self.config or self.overrides or self.truncate_layers:
                 raise ValueError("an ngram draft takes only max_n and min_n")
         return self
 
@@ -157,7 +158,8 @@ def load_draft(d: DraftSpec, eng, seed: int):
 
     from .. import models as sources
     from ..suite import ModelSpec
-    files = sources.resolve(ModelSpec(name="draft", source=d.source, path=_abs(d.path), config=d.config))
+    files = sources.resolve(ModelSpec(name="draft", source=d.source, path=_abs(d.path), config=d.config,
+                                       overrides=d.overrides))
     why = tokenizer_mismatch(_load_tok(files.tokenizer_dir), eng.tokenizer)
     if why:
         raise JobError("error", f"draft {d.label!r} does not share the target's tokenizer: {why}")

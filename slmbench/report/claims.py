@@ -1,0 +1,229 @@
+"""The claims report (`slmbench report --claims`): per claim the question, the comparisons (arms, one knob changed),
+numbers with 95% CIs, the computed verdict and the rule behind it, and a plot; Markdown (+ PNGs) and one HTML file
+with links from every number to the raw rows it came from, and the environment manifest."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..claims import Z, Claim, Result, evaluate, select, with_cost_rows
+from .plots import fig_to_html, new_figure, save_png
+from .tables import html_table, md_table
+
+BADGE = {"supported": "✅ supported", "refuted": "❌ refuted", "inconclusive": "❔ inconclusive"}
+RULE = ("Effect d = mean(a) − mean(b), signed so that d > 0 favours the claim (relative: ÷ |mean(b)|); 95% CI = "
+        "d ± 1.96·√(se_a² + se_b²), where an arm's se is the spread of its rows over seeds/settings, never below "
+        "the rows' own stderr. *better*: supported if the CI lies above 0 and every a row beats every b row; "
+        "*not_worse*: supported if the CI lies above −margin; refuted if the CI lies wholly on the other side; "
+        "otherwise inconclusive. A claim is supported when all its primary comparisons are, refuted when any is.")
+
+
+def _num(x, rel=False) -> str:
+    if x is None or pd.isna(x):
+        return "n/a"
+    if rel:
+        return f"{100 * x:+.1f}%"
+    ax = abs(x)
+    return f"{x:.4g}" if ax >= 1e-3 or ax == 0 else f"{x:.3e}"
+
+
+def _arm_text(arm, link=None) -> str:
+    if arm is None or arm.mean is None:
+        return "no rows"
+    vals = ", ".join(_num(v) for v in arm.values[:6]) + (" …" if len(arm.values) > 6 else "")
+    core = f"{_num(arm.mean)} ± {_num(Z * arm.se)}"
+    return f"{core} (k={len(arm.values)}: {vals})" if len(arm.values) > 1 else core
+
+
+def _desc(sel) -> str:
+    if sel is None:
+        return ""
+    bits = [sel.model if isinstance(sel.model, str) else ",".join(sel.model)] + [f"{k}={v}" for k, v in {**sel.params, **sel.labels, **sel.variant}.items()]
+    if sel.device:
+        bits.append(f"@{sel.device}")
+    if sel.reduce != "rows":
+        bits.append(f"({sel.reduce} row)")
+    return " ".join(bits)
+
+
+def _cmp_rows(res: list[Result], link) -> list[list[str]]:
+    out = []
+    for r in res:
+        c = r.cmp
+        b = _arm_text(r.b) if r.b is not None else f"threshold {_num(c.threshold)}"
+        test = c.test + (f" (margin {_num(c.margin)}{' rel.' if c.relative else ''})" if c.test == "not_worse" else "")
+        eff = "n/a" if r.effect is None else (f"{_num(r.effect, c.relative)} [{_num(r.lo, c.relative)}, "
+                                              f"{_num(r.hi, c.relative)}]")
+        out.append([c.label or c.metric, f"{c.metric} ({c.better} is better)", link(r.a, _desc(c.a)),
+                    _arm_text(r.a), link(r.b, _desc(c.b)) if r.b is not None else "—", b, test, eff,
+                    ("" if c.primary else "(context) ") + r.verdict, r.why])
+    return out
+
+
+CMP_HEADER = ["comparison", "metric", "a (claim's side)", "a: mean ± 95% CI", "b", "b: mean ± 95% CI", "test",
+              "effect [95% CI]", "verdict", "why"]
+
+
+def _series(v) -> str:
+    """A param naming a line: a dict (e.g. a draft spec) by its name, else its short JSON."""
+    if isinstance(v, dict):
+        return str(v.get("name") or json.dumps(v, sort_keys=True))
+    return str(v)
+
+
+def _plot(claim: Claim, res: list[Result], df: pd.DataFrame):
+    """One panel per primary comparison (context ones too while few), bars = arm means ± 95% CI, dots = rows;
+    plus the claim's line plot (e.g. speed vs context depth)."""
+    import textwrap
+    shown = res if len(res) <= 3 else [r for r in res if r.cmp.primary]
+    n = len(shown) + (1 if claim.plot else 0)
+    cols = min(3, n)
+    rows_n = -(-n // cols)
+    fig, _ = new_figure(4.2 * cols, 3.3 * rows_n)
+    fig.clf()
+    axes = [fig.add_subplot(rows_n, cols, i + 1) for i in range(n)]
+    wrap = lambda t, w=34: "\n".join(textwrap.wrap(t, w))  # noqa: E731
+    for ax, r in zip(axes, shown):
+        arms = [("a", r.a)] + ([("b", r.b)] if r.b is not None else [])
+        for i, (name, arm) in enumerate(arms):
+            if arm.mean is None:
+                continue
+            ax.bar(i, arm.mean, yerr=Z * arm.se, color="#4c78a8" if name == "a" else "#bbbbbb", capsize=4)
+            ax.scatter([i] * len(arm.values), arm.values, color="k", s=10, zorder=3)
+        if r.cmp.threshold is not None:
+            ax.axhline(r.cmp.threshold, color="#e45756", ls="--", lw=1, label=f"threshold {r.cmp.threshold:g}")
+            ax.legend(fontsize=6)
+        ax.set_xticks(range(len(arms)), [wrap(_desc(getattr(r.cmp, k)), 22) for k, _ in arms], fontsize=6)
+        ax.set_title(wrap(f"{r.cmp.label or r.cmp.metric}: {r.verdict}"), fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    if claim.plot:
+        ax, p = axes[-1], claim.plot
+        for metric, ls in ((p.metric, "-"), (p.also, "--")):
+            if not metric:
+                continue
+            rows = select(df, metric, p.select).copy()
+            if rows.empty:
+                continue
+            rows["x"] = [json.loads(x).get(p.x) for x in rows["params"]]
+            rows["s"] = rows["model"] if p.series == "model" else [_series(json.loads(x).get(p.series))
+                                                                    for x in rows["params"]]
+            for s, g in rows.groupby("s"):
+                g = g.dropna(subset=["x"]).sort_values("x")
+                ax.plot(g["x"].astype(float), g["value"], ls, marker="o", ms=3, label=f"{s[:28]} {metric}"[:48])
+        ax.set_xlabel(p.x, fontsize=8)
+        ax.set_title(f"{p.metric} vs {p.x}", fontsize=8)
+        ax.legend(fontsize=6)
+        ax.tick_params(labelsize=7)
+    return fig
+
+
+def _settings(claim: Claim, res: list[Result], suite) -> list[str]:
+    """The exact settings of each arm: its models' source, recipe overrides and knobs, from the suite."""
+    import fnmatch
+    lines = []
+    seen = set()
+    for r in res:
+        for sel in (r.cmp.a, r.cmp.b):
+            if sel is None or sel.scenario == "cost":
+                continue
+            for m in getattr(suite, "models", []):
+                globs = [sel.model] if isinstance(sel.model, str) else sel.model
+                if any(fnmatch.fnmatchcase(m.name, g) for g in globs) and m.name not in seen:
+                    seen.add(m.name)
+                    extra = {k: v for k, v in (("path", m.path), ("overrides", m.overrides), ("knobs", m.knobs)) if v}
+                    lines.append(f"`{m.name}`: source {m.source}" + "".join(
+                        f"; {k} {json.dumps(v) if isinstance(v, dict) else v}" for k, v in extra.items()))
+    return lines
+
+
+def write(df: pd.DataFrame, suite, claims: list[Claim], out_dir: Path, run_id: str, manifest: dict,
+          wall: str = "") -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "plots").mkdir(exist_ok=True)
+    df = with_cost_rows(df).reset_index(drop=True)
+    results = evaluate(claims, df, add_cost=False)
+    ids = {i: f"row-{i}" for i in df.index}
+
+    def md_link(arm, text):
+        return text
+
+    def html_link(arm, text):
+        if arm is None or arm.rows is None or arm.rows.empty:
+            return html.escape(text)
+        refs = " ".join(f"<a href='#{ids[i]}'>[{i}]</a>" for i in arm.rows.index if i in ids)
+        return f"{html.escape(text)} {refs}"
+
+    host, vers, git = manifest.get("host", {}), manifest.get("versions", {}), manifest.get("git") or {}
+    env = (f"{host.get('cpu_model', '?')}, {host.get('logical_cpus', '?')} CPUs, {host.get('ram_gb', '?')} GB; "
+           f"torch {vers.get('torch', '?')}, transformers {vers.get('transformers', '?')}, "
+           f"lm-eval {vers.get('lm_eval', vers.get('lm-eval', '?'))}; commit {git.get('commit') or 'n/a'}"
+           f"{' (dirty)' if git.get('dirty') else ''}")
+    summary = [[c.id, c.title, BADGE[v], "; ".join(f"{r.cmp.label or r.cmp.metric}: {r.verdict}" for r in res)]
+               for c, res, v in results]
+    md = [f"# SLM claims: run `{run_id}`", "", f"Environment: {env}." + (f" Wall time: {wall}." if wall else ""), "",
+          "Every verdict below is computed from the stored rows by the rule at the end; none is written by hand. "
+          "Sources: *measured* (timers, counters, lm-eval), *estimated* (energy from CPU time × W/core where no "
+          "counter exists; list prices), *projected* (another device, from the host's roofline).", "",
+          md_table(["claim", "title", "verdict", "comparisons"], summary), ""]
+    hp = [f"<h1>SLM claims: run <code>{html.escape(run_id)}</code></h1>", f"<p>Environment: {html.escape(env)}."
+          + (f" Wall time: {html.escape(wall)}." if wall else "") + "</p>",
+          "<p>Every verdict is computed from the stored rows by the rule below; each number links to its raw rows."
+          "</p>", html_table(["claim", "title", "verdict", "comparisons"], summary)]
+    for c, res, v in results:
+        png = out_dir / "plots" / f"{c.id}.png"
+        save_png(_plot(c, res, df), png)
+        fig_html = fig_to_html(_plot(c, res, df), f"{c.id}: {c.title}")
+        sets = _settings(c, res, suite)
+        md += [f"## {c.id} — {c.title}: {BADGE[v]}", "", f"**Question.** {c.question}", ""]
+        md += [f"**Framing.** {c.framing}", ""] if c.framing else []
+        md += [f"**Settings.** {c.settings}", ""] if c.settings else []
+        md += [md_table(CMP_HEADER, _cmp_rows(res, md_link)), ""]
+        md += ["Arms:", ""] + [f"- {s}" for s in sets] + [""] if sets else []
+        md += [f"![{c.id}](plots/{png.name})", ""]
+        hp += [f"<h2 id='{html.escape(c.id)}'>{html.escape(c.id)} — {html.escape(c.title)}: {BADGE[v]}</h2>",
+               f"<p><b>Question.</b> {html.escape(c.question)}</p>"]
+        hp += [f"<p><b>Framing.</b> {html.escape(c.framing)}</p>"] if c.framing else []
+        hp += [f"<p><b>Settings.</b> {html.escape(c.settings)}</p>"] if c.settings else []
+        rows = _cmp_rows(res, html_link)
+        hp.append(_raw_html_table(CMP_HEADER, rows, raw_cols={2, 4}))
+        hp += ["<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in sets) + "</ul>"] if sets else []
+        hp.append(fig_html)
+    md += ["## The rule", "", RULE, "", "Raw rows: `slmbench results --run " + run_id + "` (CSV), or the HTML "
+           "report's appendix, where every number links to its rows.", ""]
+    hp += ["<h2>The rule</h2>", f"<p>{html.escape(RULE)}</p>", "<h2>Raw rows</h2>", _rows_html(df, ids),
+           "<h2>Environment manifest</h2><pre>" + html.escape(json.dumps(manifest, indent=1, default=str)) + "</pre>"]
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1500px}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:12px;vertical-align:top}th{background:#f3f3f3}"
+             ":target{background:#ffe}")
+    mdp, hpath = out_dir / "claims.md", out_dir / "claims.html"
+    mdp.write_text("\n".join(md) + "\n", encoding="utf-8")
+    hpath.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>slmbench claims {html.escape(run_id)}"
+                     f"</title><style>{style}</style></head><body>{''.join(hp)}</body></html>", encoding="utf-8")
+    (out_dir / "verdicts.json").write_text(json.dumps(
+        [{"id": c.id, "verdict": v, "comparisons": [{"label": r.cmp.label or r.cmp.metric, "metric": r.cmp.metric,
+                                                      "a": r.a.mean, "b": r.b.mean if r.b is not None else None,
+                                                      "effect": r.effect, "ci": [r.lo, r.hi], "verdict": r.verdict,
+                                                      "why": r.why} for r in res]} for c, res, v in results],
+        indent=1), encoding="utf-8")
+    return mdp, hpath
+
+
+def _raw_html_table(header, rows, raw_cols=()) -> str:
+    h = "".join(f"<th>{html.escape(x)}</th>" for x in header)
+    body = "".join("<tr>" + "".join(f"<td>{c if j in raw_cols else html.escape(str(c))}</td>"
+                                    for j, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def _rows_html(df: pd.DataFrame, ids: dict) -> str:
+    cols = ["model", "variant", "device", "scenario", "params", "metric", "labels", "value", "unit", "n", "spread",
+            "spread_kind", "source", "note"]
+    cols = [c for c in cols if c in df.columns]
+    h = "<th>#</th>" + "".join(f"<th>{c}</th>" for c in cols)
+    body = "".join(f"<tr id='{ids[i]}'><td>{i}</td>" + "".join(
+        f"<td>{html.escape('' if pd.isna(r[c]) else str(r[c]))}</td>" for c in cols) + "</tr>"
+        for i, r in df.iterrows() if r.get("status") == "ok")
+    return f"<table><tr>{h}</tr>{body}</table>"
