@@ -11,6 +11,8 @@ favours, and `b`, what it is compared with (or a fixed `threshold`). The decisio
     test not_worse: supported  if d - 1.96·se ≥ -margin  (a is at most `margin` worse than b)
                     refuted    if d + 1.96·se < -margin
     otherwise inconclusive. A claim is supported when all its primary comparisons are, refuted when any is.
+With 2 seeds per arm the seed spread rests on one degree of freedom and the normal quantile makes the interval
+optimistic; the "every a row beats every b row" gate is the guard (by chance alone: 1 in 6 for 2 vs 2).
 
 Rows come from the store (`slmbench run`), plus derived `cost` rows from slmbench.cost (C8: $ per 1M tokens,
 $ per correct answer, battery) so that money and battery are decided by the same rule."""
@@ -81,11 +83,11 @@ def parse(claims: list[dict], file: str = "", field: str = "claims") -> list[Cla
     out = []
     for i, c in enumerate(claims):
         try:
-            cl = Claim(**c) if isinstance(c, dict) else Claim.model_validate(c)
+            cl = Claim.model_validate(c)
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
-            raise UserError(err["msg"], file=file, field=f"{field}[{i}].{loc}")
+            raise UserError(err["msg"], file=file, field=f"{field}[{i}]" + (f".{loc}" if loc else ""))
         for j, cmp in enumerate(cl.comparisons):
             if (cmp.b is None) == (cmp.threshold is None):
                 raise UserError("give exactly one of b and threshold", file=file,
@@ -98,19 +100,33 @@ def parse(claims: list[dict], file: str = "", field: str = "claims") -> list[Cla
 
 
 def check_claims(suite, file: str, models_required: bool = True) -> None:
-    """At validate: the claims parse, and every model glob an arm names matches a model of the suite."""
+    """At validate: the claims parse; every arm's scenario exists and its params are that scenario's (or a suite
+    scenario's) parameters; every model glob matches a model of the suite (not in --quick, which may drop some)."""
+    from . import scenarios
     names = [m.name for m in suite.models]
+    used = {s if isinstance(s, str) else s.name for s in suite.scenarios} | {"cost"}
     for i, c in enumerate(parse(suite.claims, file)):
-        if not models_required:
-            continue
         for j, cmp in enumerate(c.comparisons):
             for side, sel in (("a", cmp.a), ("b", cmp.b)):
-                if sel is None or sel.scenario == "cost":
+                if sel is None:
+                    continue
+                where = f"claims[{i}].comparisons[{j}].{side}"
+                if sel.scenario and sel.scenario not in used:
+                    raise UserError(f"no scenario {sel.scenario!r} in this suite (has: {', '.join(sorted(used))})",
+                                    file=file, field=f"{where}.scenario")
+                fields = set()
+                for sc in ([sel.scenario] if sel.scenario and sel.scenario != "cost" else used - {"cost"}):
+                    fields |= set(scenarios.get(sc).params.model_fields)
+                for k in sel.params:
+                    if k.split(".")[0] not in fields:
+                        raise UserError("not a parameter of the selected scenario(s)", file=file,
+                                        field=f"{where}.params.{k}")
+                if sel.scenario == "cost" or not models_required:
                     continue
                 for g in [sel.model] if isinstance(sel.model, str) else sel.model:
                     if not any(fnmatch.fnmatchcase(n, g) for n in names):
                         raise UserError(f"model {g!r} matches no model of this suite", file=file,
-                                        field=f"claims[{i}].comparisons[{j}].{side}.model")
+                                        field=f"{where}.model")
 
 
 # --- evidence ---------------------------------------------------------------------------------------------------
@@ -213,6 +229,9 @@ def decide(cmp: Comparison, df: pd.DataFrame) -> Result:
         v, why = "inconclusive", "the CI clears the bar but the seeds disagree (not every a row beats every b row)"
     else:
         v, why = "inconclusive", f"95% CI of the effect [{lo:+.4g}, {hi:+.4g}] contains {floor:+.4g}"
+    src = sorted(set(a.rows["source"]) | (set(b.rows["source"]) if b is not None else set()))
+    if any(x != "measured" for x in src):
+        why += f" — from {'/'.join(src)} figures, whose own error is not in the interval"
     return Result(cmp, a, b, d, lo, hi, v, why)
 
 
@@ -238,7 +257,8 @@ def cost_rows(df: pd.DataFrame) -> pd.DataFrame:
                              ("j_per_token", "J/token"), ("battery_pct_per_1k", "%/1k tok"),
                              ("decode_tok_s", "tok/s"), ("quality", "fraction")):
             v = r.get(metric)
-            if metric == "usd_per_correct" and v is None and r.get("usd_per_correct_is_bound"):
+            if (metric == "usd_per_correct" and v is None and r.get("usd_per_correct_is_bound")
+                    and r["kind"].startswith("cloud")):  # conservative only on the cloud side (accuracy ≤ 1)
                 v = r.get("usd_per_answer")  # accuracy not measured: a lower bound (accuracy ≤ 1)
                 metric_note = "lower bound: cost per answer (accuracy not measured)"
             else:

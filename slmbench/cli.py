@@ -140,15 +140,22 @@ def _with_cost(text: str, fmt: str, df, rid: str, man: dict) -> str:
 
 def _claims_report(a, st, rid: str) -> int:
     """`report --claims [SUITE]`: verdicts for the suite's claims from this run's rows (md + PNGs, html, json)."""
+    import hashlib
     from .claims import parse
     from .report import claims as rc
-    from .suite import load_suite
+    from .suite import parse_suite
     meta = st.run_meta(rid) or {}
     path = a.claims if a.claims is not True else meta.get("suite_path")
     if not path:
         raise UserError("no suite file recorded for this run; pass it: --claims SUITE", field="--claims")
     quick = meta.get("suite", "").endswith("-quick")
-    suite = load_suite(path, quick=quick)
+    suite = parse_suite(path, quick=quick)  # the schema only: reporting needs no models, data or devices
+    if meta.get("suite") and suite.name != meta["suite"]:
+        raise UserError(f"run {rid!r} is suite {meta['suite']!r}, not {suite.name!r}", file=str(path), field="--claims")
+    sha = hashlib.sha256(Path(path).read_bytes() + (b"+quick" if quick else b"")).hexdigest()[:16]
+    if meta.get("suite_sha") and sha != meta["suite_sha"]:
+        print(f"note: {path} changed since run {rid} (sha {meta['suite_sha']} → {sha}); its claims are scored "
+              "against the rows that run stored", file=sys.stderr)
     if not suite.claims:
         raise UserError("this suite has no `claims:` section", file=str(path), field="claims")
     jobs = st.jobs(rid)

@@ -208,10 +208,15 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
     Test-only inject_* knobs are dropped from the variant: an injected slowdown is the same variant, slower."""
     df = df.copy()
 
+    from .suite import LATER_FIELDS, Variant
+
     def var(v):
         d = json.loads(v)
         for k in INJECT:
             d.pop(k, None)
+        for k in LATER_FIELDS & set(d):  # a knob added later, at its default: the same variant as before it
+            if d[k] == Variant.model_fields[k].default:
+                d.pop(k)
         return json.dumps(d, sort_keys=True)
     df["key"] = [(m, var(v), d, s, p, me, lb) for m, v, d, s, p, me, lb in
                  zip(df["model"], df["variant"], df["device"], df["scenario"], df["params"], df["metric"],

@@ -73,7 +73,7 @@ class Store:
         """All of a job in one transaction. A failed job still gets one row (metric 'job') saying why."""
         finished = time.time()
         base = dict(run_id=run_id, job_id=job.key, suite=job.suite, model=job.model.name,
-                    variant=json.dumps(job.variant.model_dump(), sort_keys=True), device=job.device,
+                    variant=json.dumps(job.variant_dump(), sort_keys=True), device=job.device,
                     scenario=job.scenario, params=json.dumps(job.params, sort_keys=True), status=status, error=error)
         rows = []
         for m in metrics:

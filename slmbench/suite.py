@@ -143,6 +143,10 @@ class Job:
         ps = ",".join(f"{k}={v}" for k, v in self.params.items() if not isinstance(v, (list, dict)))
         return f"{self.model.name}[{knobs}] @{self.device} {self.scenario}" + (f"({ps})" if ps else "")
 
+    def variant_dump(self) -> dict:
+        """All knobs, except later-added ones at their default (rows stay comparable with older runs)."""
+        return _stable_dump(self.variant)
+
     def variant_knobs(self) -> dict:
         """Knobs that differ from the defaults: the short, readable variant name."""
         return self.variant.model_dump(exclude_defaults=True)
@@ -243,6 +247,12 @@ def parse_model(cls: type[BaseModel], data: Any, file: str) -> BaseModel:
         raise UserError(msg, file=file, field=loc)
 
 
+def parse_suite(path: str | Path, quick: bool = False) -> Suite:
+    """The schema only (no model, device or data checks): for reading a suite back, e.g. its claims."""
+    data = load_yaml(path)
+    return parse_model(Suite, apply_quick(data, str(path)) if quick else data, str(path))
+
+
 def load_suite(path: str | Path, quick: bool = False) -> Suite:
     """Parse and check a suite: schema, then references (models, devices, scenarios, knobs) — before any work.
     quick: apply the suite's `quick:` patch first (a smaller variant of the same experiments, e.g. for CI)."""
@@ -279,11 +289,11 @@ def apply_quick(data: Any, file: str) -> dict:
             nth = [sum(y.get("name") == x.get("name") for y in items[:i + 1]) for i, x in enumerate(items)]
             for glob, patch in v.items():
                 g, _, n = str(glob).partition("#")
-                hits = [x for x, c in zip(items, nth) if fnmatch.fnmatchcase(str(x.get("name")), g)
+                hits = [id(x) for x, c in zip(items, nth) if fnmatch.fnmatchcase(str(x.get("name")), g)
                         and (not n or str(c) == n)]
                 if not hits:
                     raise UserError(f"matches no {k[:-1]}", file=file, field=f"quick.{k}.{glob}")
-                keep = [(x if x not in hits else (None if patch is None else deep_merge(x, patch)), c)
+                keep = [(x if id(x) not in hits else (None if patch is None else deep_merge(x, patch)), c)
                         for x, c in zip(items, nth)]
                 items, nth = [x for x, _ in keep if x is not None], [c for x, c in keep if x is not None]
             out[k] = items

@@ -232,6 +232,9 @@ def load(files, variant, adapter, progress=print) -> Engine:
         raise Unsupported("on llamacpp the GGUF level sets the weight type; leave dtype at fp32 (activations are F32)")
     if variant.compile:
         raise Unsupported("compile is a torch knob: llama.cpp always runs its own fused ggml graph")
+    if getattr(variant, "attention", "native") != "native":
+        raise Unsupported("attention: mha is a torch knob (KV heads repeated in the model); llama.cpp runs the "
+                          "model's own attention")
     try:
         import llama_cpp
     except ImportError as e:

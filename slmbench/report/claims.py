@@ -18,7 +18,10 @@ RULE = ("Effect d = mean(a) − mean(b), signed so that d > 0 favours the claim 
         "d ± 1.96·√(se_a² + se_b²), where an arm's se is the spread of its rows over seeds/settings, never below "
         "the rows' own stderr. *better*: supported if the CI lies above 0 and every a row beats every b row; "
         "*not_worse*: supported if the CI lies above −margin; refuted if the CI lies wholly on the other side; "
-        "otherwise inconclusive. A claim is supported when all its primary comparisons are, refuted when any is.")
+        "otherwise inconclusive. A claim is supported when all its primary comparisons are, refuted when any is. "
+        "With 2 seeds per arm the seed spread rests on one degree of freedom, so the normal-quantile interval is "
+        "optimistic; the all-rows gate guards against a lucky seed (by chance alone 1 in 6 for 2 vs 2). Figures "
+        "that are projected or estimated (cost, battery) carry no error of their own: verdicts on them say so.")
 
 
 def _num(x, rel=False) -> str:
@@ -202,13 +205,26 @@ def write(df: pd.DataFrame, suite, claims: list[Claim], out_dir: Path, run_id: s
     mdp.write_text("\n".join(md) + "\n", encoding="utf-8")
     hpath.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>slmbench claims {html.escape(run_id)}"
                      f"</title><style>{style}</style></head><body>{''.join(hp)}</body></html>", encoding="utf-8")
-    (out_dir / "verdicts.json").write_text(json.dumps(
+    (out_dir / "verdicts.json").write_text(_json_safe(
         [{"id": c.id, "verdict": v, "comparisons": [{"label": r.cmp.label or r.cmp.metric, "metric": r.cmp.metric,
                                                       "a": r.a.mean, "b": r.b.mean if r.b is not None else None,
                                                       "effect": r.effect, "ci": [r.lo, r.hi], "verdict": r.verdict,
                                                       "why": r.why} for r in res]} for c, res, v in results],
-        indent=1), encoding="utf-8")
+    ), encoding="utf-8")
     return mdp, hpath
+
+
+def _json_safe(obj) -> str:
+    """Valid JSON: a non-finite number (e.g. an infinite speedup) is written as null."""
+    import math
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        return [clean(v) for v in x] if isinstance(x, list) else x
+    return json.dumps(clean(obj), indent=1)
 
 
 def _raw_html_table(header, rows, raw_cols=()) -> str:
