@@ -186,3 +186,22 @@ def test_attention_mha_expands_the_kv_cache_and_keeps_the_function():
     k_ref, k_new = ref.past_key_values.layers[0].keys, out.past_key_values.layers[0].keys
     assert k_ref.shape[1] == 2 and k_new.shape[1] == 6 and m.config.num_key_value_heads == 6
     assert sum(p.numel() for p in m.parameters()) == n_params  # the same weights: only the cache grows
+
+
+def test_compile_knob_really_compiles_and_keeps_the_tokens(slm_env):
+    """C7's compiled arm must be compiled: transformers leaves CPU generate eager unless told (a default
+    generation_config has no compile config), and the engine refuses to time eager code as "compiled"."""
+    from slmbench import models
+    from slmbench.adapters import load_profile, make_adapter
+    from slmbench.backends import load_engine
+    from slmbench.suite import ModelSpec, Variant
+    spec = ModelSpec(name="t", source="random", config={"hidden_size": 32, "num_hidden_layers": 1,
+                                                        "num_attention_heads": 2})
+    ad = make_adapter(load_profile("local-cpu"))
+    ad.setup()
+    ids = list(range(5, 21))
+    eager = load_engine(models.resolve(spec), Variant(), ad)
+    comp = load_engine(models.resolve(spec), Variant(compile=True), ad)
+    a, b = eager.generate(ids, 4), comp.generate(ids, 4)
+    assert hasattr(comp.model, "_compiled_call") and not hasattr(eager.model, "_compiled_call")
+    assert a.sequences.tolist() == b.sequences.tolist()

@@ -75,6 +75,10 @@ class Engine:
                                       min_new_tokens=n_new, do_sample=False, streamer=clock,
                                       pad_token_id=self._pad_id(), return_dict_in_generate=True, **kw)
         self.adapter.sync()
+        if self.variant.compile and not hasattr(self.model, "_compiled_call"):  # never time eager as "compiled"
+            from ..errors import Unsupported
+            raise Unsupported("compile: true, but transformers' generate did not compile the forward pass here "
+                              "(it needs a compilable cache: a KV context passed in is a dynamic cache)")
         return out
 
     def prefill(self, ids: list[int], past=None):
@@ -255,9 +259,11 @@ def load(files, variant, adapter, progress=print) -> Engine:
         expand_kv_heads(model)
     model = ptq.apply(model, variant.quantization, variant.dtype, adapter.torch_device)
     if variant.compile:
-        # Static cache + torch.compile; on CPU transformers only auto-compiles when told to (DESIGN).
-        model.generation_config.cache_implementation = "static"
-        cc = model.generation_config.compile_config
-        if cc is not None:
-            cc._compile_all_devices = True
+        # Static cache + torch.compile. On CPU transformers only auto-compiles when the compile config says
+        # _compile_all_devices, and a model's generation_config has no compile config at all by default.
+        from transformers.generation.configuration_utils import CompileConfig
+        gc = model.generation_config
+        gc.cache_implementation = "static"
+        gc.compile_config = gc.compile_config or CompileConfig()
+        gc.compile_config._compile_all_devices = True
     return Engine(model, tok, variant, adapter, files.origin, n_params)
