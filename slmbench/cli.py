@@ -161,8 +161,8 @@ def _claims_report(a, st, rid: str) -> int:
     jobs = st.jobs(rid)
     wall = ""
     if meta.get("created") and meta.get("finished"):
-        wall = (f"{(meta['finished'] - meta['created']) / 60:.1f} min for `slmbench run` "
-                f"({len(jobs)} jobs, {jobs['wall_s'].sum() / 60:.1f} min inside jobs)")
+        wall = (f"{jobs['wall_s'].sum() / 60:.1f} min of job time ({len(jobs)} jobs), "
+                f"{(meta['finished'] - meta['created']) / 60:.1f} min from the run's start to its finish")
     dest = Path(a.output) if a.output else _out(a.out) / f"claims-{rid}"
     md, hp = rc.write(st.rows(rid), suite, parse(suite.claims, str(path)), dest, rid, st.manifest(rid), wall)
     print(f"wrote {md} and {hp}", file=sys.stderr)
