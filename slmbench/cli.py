@@ -140,10 +140,9 @@ def _with_cost(text: str, fmt: str, df, rid: str, man: dict) -> str:
 
 def _claims_report(a, st, rid: str) -> int:
     """`report --claims [SUITE]`: verdicts for the suite's claims from this run's rows (md + PNGs, html, json)."""
-    import hashlib
     from .claims import parse
     from .report import claims as rc
-    from .suite import parse_suite
+    from .suite import parse_suite, suite_sha
     meta = st.run_meta(rid) or {}
     path = a.claims if a.claims is not True else meta.get("suite_path")
     if not path:
@@ -152,7 +151,7 @@ def _claims_report(a, st, rid: str) -> int:
     suite = parse_suite(path, quick=quick)  # the schema only: reporting needs no models, data or devices
     if meta.get("suite") and suite.name != meta["suite"]:
         raise UserError(f"run {rid!r} is suite {meta['suite']!r}, not {suite.name!r}", file=str(path), field="--claims")
-    sha = hashlib.sha256(Path(path).read_bytes() + (b"+quick" if quick else b"")).hexdigest()[:16]
+    sha = suite_sha(path, quick)
     if meta.get("suite_sha") and sha != meta["suite_sha"]:
         print(f"note: {path} changed since run {rid} (sha {meta['suite_sha']} → {sha}); its claims are scored "
               "against the rows that run stored", file=sys.stderr)

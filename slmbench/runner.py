@@ -7,7 +7,6 @@ the running job and marks the run `interrupted`; after any stop (kill -9 include
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
 import shutil
@@ -24,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import manifest
 from .errors import UserError
 from .store import Store
-from .suite import expand, load_suite
+from .suite import expand, load_suite, suite_sha
 
 MIN_FREE_BYTES = 200 * 2**20  # logs + rows of a long suite; SLMBENCH_MIN_FREE_MB overrides
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -112,7 +111,7 @@ def run_suite(suite_path: str, out: Path, run_id: str | None = None, resume: boo
             raise UserError(f"nothing to resume: no earlier run of suite {suite.name!r} in the store",
                             file=str(store.path), field="--resume")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    sha = hashlib.sha256(Path(suite_path).read_bytes() + (b"+quick" if quick else b"")).hexdigest()[:16]
+    sha = suite_sha(suite_path, quick)
     _check_same_suite(store.run_meta(run_id), suite.name, sha, suite_path, force)
     from .executors import make_executor
     ex = make_executor(executor, address, jobs)  # checks the choice (Ray installed?) before any work

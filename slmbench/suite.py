@@ -253,6 +253,11 @@ def parse_suite(path: str | Path, quick: bool = False) -> Suite:
     return parse_model(Suite, apply_quick(data, str(path)) if quick else data, str(path))
 
 
+def suite_sha(path: str | Path, quick: bool = False) -> str:
+    """The identity of a suite file as run (its --quick variant is another suite): resume and reports check it."""
+    return hashlib.sha256(Path(path).read_bytes() + (b"+quick" if quick else b"")).hexdigest()[:16]
+
+
 def load_suite(path: str | Path, quick: bool = False) -> Suite:
     """Parse and check a suite: schema, then references (models, devices, scenarios, knobs) — before any work.
     quick: apply the suite's `quick:` patch first (a smaller variant of the same experiments, e.g. for CI)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..claims import Z, Claim, Result, evaluate, select, with_cost_rows
-from .plots import fig_to_html, new_figure, save_png
+from .plots import fig_to_png, new_figure, png_to_html
 from .tables import html_table, md_table
 
 BADGE = {"supported": "✅ supported", "refuted": "❌ refuted", "inconclusive": "❔ inconclusive"}
@@ -177,8 +177,8 @@ def write(df: pd.DataFrame, suite, claims: list[Claim], out_dir: Path, run_id: s
           "</p>", html_table(["claim", "title", "verdict", "comparisons"], summary)]
     for c, res, v in results:
         png = out_dir / "plots" / f"{c.id}.png"
-        save_png(_plot(c, res, df), png)
-        fig_html = fig_to_html(_plot(c, res, df), f"{c.id}: {c.title}")
+        png.write_bytes(data := fig_to_png(_plot(c, res, df)))  # drawn once: the file and the HTML share it
+        fig_html = png_to_html(data, f"{c.id}: {c.title}")
         sets = _settings(c, res, suite)
         md += [f"## {c.id} — {c.title}: {BADGE[v]}", "", f"**Question.** {c.question}", ""]
         md += [f"**Framing.** {c.framing}", ""] if c.framing else []

@@ -16,13 +16,17 @@ def new_figure(w: float = 6.4, h: float = 3.6):
     return plt.subplots(figsize=(w, h), dpi=110)
 
 
-def fig_to_html(fig, alt: str) -> str:
+def fig_to_png(fig) -> bytes:
     import matplotlib.pyplot as plt
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    return png_to_html(buf.getvalue(), alt)
+    return buf.getvalue()
+
+
+def fig_to_html(fig, alt: str) -> str:
+    return png_to_html(fig_to_png(fig), alt)
 
 
 def png_to_html(png: bytes | None, alt: str) -> str:
@@ -32,13 +36,6 @@ def png_to_html(png: bytes | None, alt: str) -> str:
     data = base64.b64encode(png).decode()
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"/>' \
            f"<figcaption>{html.escape(alt)}</figcaption></figure>"
-
-
-def save_png(fig, path) -> None:
-    import matplotlib.pyplot as plt
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
 
 
 def depth_sweep(df: pd.DataFrame, metric: str = "decode_tok_s") -> str:
