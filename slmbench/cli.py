@@ -16,7 +16,7 @@ def _out(p) -> Path:
 
 
 def cmd_validate(a) -> int:
-    from .suite import expand, load_suite
+    from .plan import expand, load_suite
     suite = load_suite(a.suite, quick=a.quick)
     jobs = expand(suite, Path(a.suite).resolve().parent)
     print(f"{a.suite}: ok — suite '{suite.name}', {len(jobs)} jobs")
@@ -32,7 +32,7 @@ def cmd_run(a) -> int:
     console = Console(stderr=True)
     out = _out(a.out)
     if a.baseline and a.baseline not in ("last", "prev"):  # a bad baseline is bad input: say so before running
-        from .regression import check_ref
+        from .analysis.regression import check_ref
         check_ref(_open_store(out), a.baseline, "--baseline")
     run_id = run_suite(a.suite, out, run_id=a.run_id, resume=a.resume, console=console, force=a.force,
                        executor=a.executor, address=a.address, quick=a.quick)
@@ -48,7 +48,7 @@ def cmd_run(a) -> int:
     console.print(f"{len(st.jobs(run_id))} jobs, {len(fails)} not ok. Report: slmbench report --run {run_id}"
                   + (f" --out {out}" if a.out else ""))
     if a.baseline:
-        from .regression import after_run
+        from .analysis.regression import after_run
         return after_run(st, run_id, a.baseline, a.threshold, a.rerun_suspects, out, a.md, a.html, console)
     return 0
 
@@ -56,7 +56,7 @@ def cmd_run(a) -> int:
 def cmd_compare(a) -> int:
     """Exit 1 when a regression is confirmed, so a CI job fails."""
     from rich.console import Console
-    from .regression import check_ref, report, resolve
+    from .analysis.regression import check_ref, report, resolve
     out = _out(a.out)
     st = _open_store(out)
     check_ref(st, a.base, "BASE")
@@ -123,9 +123,9 @@ def cmd_report(a) -> int:
 
 
 def _with_cost(text: str, fmt: str, df, rid: str, man: dict) -> str:
-    """The cloud-vs-device cost table (slmbench.cost) added to a report."""
+    """The cloud-vs-device cost table (slmbench.analysis.cost) added to a report."""
     import json
-    from .cost import build
+    from .analysis.cost import build
     from .report import cost as rc, render
     ct = build(df)
     if fmt == "md":
@@ -140,9 +140,9 @@ def _with_cost(text: str, fmt: str, df, rid: str, man: dict) -> str:
 
 def _claims_report(a, st, rid: str) -> int:
     """`report --claims [SUITE]`: verdicts for the suite's claims from this run's rows (md + PNGs, html, json)."""
-    from .claims import parse
+    from .analysis.claims import parse
     from .report import claims as rc
-    from .suite import parse_suite, suite_sha
+    from .plan import parse_suite, suite_sha
     meta = st.run_meta(rid) or {}
     path = a.claims if a.claims is not True else meta.get("suite_path")
     if not path:
@@ -170,7 +170,7 @@ def _claims_report(a, st, rid: str) -> int:
 
 def cmd_build(a) -> int:
     """The SLM factory: build (or find cached) the student a recipe describes; print where it is."""
-    from .build import build
+    from .factory import build
     b = build(a.recipe)
     m = b.manifest
     ev, p = m["eval"], m["student"]["params"]
@@ -190,7 +190,7 @@ def cmd_overhead(a) -> int:
     from .backends import load_engine
     from .benchmarks.overhead import measure
     from .models import resolve
-    from .suite import ModelSpec, Variant
+    from .plan import ModelSpec, Variant
     adapter = make_adapter(load_profile(a.device), a.threads)
     adapter.setup()
     spec = ModelSpec(name="m", source=a.source, path=a.path)

@@ -230,7 +230,7 @@ def load_engine_standalone(source: str, path: str | None, dtype: str, quantizati
     from . import models
     from .adapters import load_profile, make_adapter
     from .backends import load_engine
-    from .suite import ModelSpec, Variant
+    from .plan import ModelSpec, Variant
     spec = ModelSpec(name="lm-eval", source=source, path=path)
     variant = Variant(dtype=dtype, quantization=quantization, threads=int(threads) if threads else None)
     adapter = make_adapter(load_profile("local-cpu"), variant.threads)

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import manifest
 from .errors import UserError
 from .store import Store
-from .suite import expand, load_suite, suite_sha
+from .plan import expand, load_suite, suite_sha
 
 MIN_FREE_BYTES = 200 * 2**20  # logs + rows of a long suite; SLMBENCH_MIN_FREE_MB overrides
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

@@ -94,7 +94,7 @@ def test_scenario_scores_like_a_direct_loglikelihood(slm_env):
     from slmbench.models.random_init import byte_tokenizer_dir, make_config
     from slmbench.scenarios import JobContext
     from slmbench.scenarios.accuracy import AccuracyParams, run
-    from slmbench.suite import RunSettings, Variant
+    from slmbench.plan import RunSettings, Variant
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(make_config(TINY_MODEL["config"])).eval()

@@ -58,7 +58,7 @@ def _artifacts(tmp_path):
 
 def test_build_end_to_end_exports_an_hf_dir_and_caches(tiny, tmp_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from slmbench.build import build
+    from slmbench.factory import build
     recipe = tiny("synth: {tokens: 96, ratio: 0.1, max_new_tokens: 24, batch_size: 4, topics: [cats, birds]}\n")
     assert main(["build", str(recipe)]) == 0
     b = build(recipe)  # second time: the cached artifact, not a rebuild
@@ -77,9 +77,9 @@ def test_build_end_to_end_exports_an_hf_dir_and_caches(tiny, tmp_path, capsys):
 
 
 def test_students_mha_gqa_mqa_moe_params_and_kv_bytes(tiny):
-    from slmbench.build.recipe import load_recipe
-    from slmbench.build.students import kv_bytes_per_token, make_student, param_counts
-    from slmbench.build.teacher import Teacher
+    from slmbench.factory.recipe import load_recipe
+    from slmbench.factory.students import kv_bytes_per_token, make_student, param_counts
+    from slmbench.factory.teacher import Teacher
     r, _ = load_recipe(tiny())
     t = Teacher(r.teacher)
     got = {}
@@ -99,7 +99,7 @@ def test_students_mha_gqa_mqa_moe_params_and_kv_bytes(tiny):
 
 
 def test_kd_loss_properties():
-    from slmbench.build.kd import kd_loss
+    from slmbench.factory.kd import kd_loss
     torch.manual_seed(0)
     s, t = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
     y = torch.randint(0, 11, (2, 5))
@@ -113,8 +113,8 @@ def test_kd_loss_properties():
 
 
 def test_curriculum_easy_first_then_hard():
-    from slmbench.build.curriculum import Curriculum
-    from slmbench.build.recipe import Curriculum as Cfg
+    from slmbench.factory.curriculum import Curriculum
+    from slmbench.factory.recipe import Curriculum as Cfg
     d = np.array([1.0, 2.0, 3.0, 4.0])  # sample 0 easiest
     c, idx = Curriculum(Cfg(kind="teacher_loss", strength=1.0), d), np.arange(4)
     w0, w_mid, w1 = c.weights(idx, 0.0), c.weights(idx, 0.5), c.weights(idx, 1.0)
@@ -124,8 +124,8 @@ def test_curriculum_easy_first_then_hard():
 
 
 def test_interrupted_training_resumes_from_checkpoint(tiny, tmp_path, monkeypatch):
-    from slmbench.build import build, kd
-    import slmbench.build.train as tr
+    from slmbench.factory import build, kd
+    import slmbench.factory.train as tr
     recipe = tiny("")
     calls = {"n": 0}
     real = kd.kd_loss
@@ -150,7 +150,7 @@ def test_interrupted_training_resumes_from_checkpoint(tiny, tmp_path, monkeypatc
 def test_teacher_in_the_loop_matches_cached_logits(tiny):
     """Same student, same data: running the teacher each step gives the same first-step loss as its cached top-k."""
     import csv
-    from slmbench.build import build
+    from slmbench.factory import build
     recipe = tiny()
     text = recipe.read_text().replace("train: {tokens: 2048", "train: {tokens: 512")
     (recipe.parent / "a.yaml").write_text(text)
@@ -178,7 +178,7 @@ def test_bad_recipes_exit_2_with_one_line_and_no_artifact(tiny, tmp_path, capsys
 
 def test_suite_can_name_a_recipe_as_a_model(tiny, tmp_path):
     from slmbench.models import resolve
-    from slmbench.suite import load_suite
+    from slmbench.plan import load_suite
     tiny()
     (tmp_path / "s.yaml").write_text("name: s\nmodels: [{name: student, source: recipe, path: tiny.yaml}]\n"
                                      "devices: [local-cpu]\nscenarios: [latency]\n")
@@ -196,7 +196,7 @@ def test_suite_can_name_a_recipe_as_a_model(tiny, tmp_path):
 def test_real_teacher_distils_a_student(tmp_path, monkeypatch):
     """SmolLM2-135M-Instruct as the teacher (its tokenizer, chat-template synthesis), a few hundred tokens."""
     from slmbench.models import resolve
-    from slmbench.suite import ModelSpec
+    from slmbench.plan import ModelSpec
     teacher_dir = resolve(ModelSpec(name="t", source="smollm2"))  # the shared converted model (cached)
     monkeypatch.setenv("SLMBENCH_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "cache" / "smollm2").mkdir(parents=True)
@@ -213,7 +213,7 @@ student: {hidden_size: 32, layers: 1, heads: 2, kv_heads: 1, intermediate_size: 
 train: {tokens: 256, batch_size: 2}
 """)
     from transformers import AutoModelForCausalLM
-    from slmbench.build import build
+    from slmbench.factory import build
     b = build(tmp_path / "r.yaml")
     assert b.manifest["student"]["config"]["vocab_size"] == 49152
     assert 0 < b.manifest["teacher"]["heldout_bpb"] < b.manifest["eval"]["heldout_bpb"]
@@ -221,9 +221,9 @@ train: {tokens: 256, batch_size: 2}
 
 
 def test_init_from_teacher_copies_matching_layers_and_projects_narrower_embeddings(tiny):
-    from slmbench.build.recipe import load_recipe
-    from slmbench.build.students import make_student
-    from slmbench.build.teacher import Teacher
+    from slmbench.factory.recipe import load_recipe
+    from slmbench.factory.students import make_student
+    from slmbench.factory.teacher import Teacher
     r, _ = load_recipe(tiny())
     t = Teacher(r.teacher)
     same = r.student.model_copy(update=dict(hidden_size=32, heads=2, kv_heads=1, intermediate_size=128,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, run_cli
-from slmbench.claims import Comparison, claim_verdict, decide, parse
+from slmbench.analysis.claims import Comparison, claim_verdict, decide, parse
 
 
 def rows(spec: dict[str, list[tuple[float, float | None]]], metric="m", **extra) -> pd.DataFrame:
@@ -122,7 +122,7 @@ def test_bad_claims_and_quick_patches_exit_2(tmp_path, extra, field):
 
 
 def test_quick_patch_merges_by_glob_drops_and_renames(tmp_path):
-    from slmbench.suite import expand, load_suite
+    from slmbench.plan import expand, load_suite
     p = tmp_path / "s.yaml"
     p.write_text(SUITE.replace("scenarios:\n", "scenarios:\n  - {name: memory, models: [m2]}\n") +
                  "quick:\n  settings: {repetitions: 1}\n  models: {m2: null, 'm*': {knobs: {threads: 1}}}\n"
@@ -194,7 +194,7 @@ def test_compile_knob_really_compiles_and_keeps_the_tokens(slm_env):
     from slmbench import models
     from slmbench.adapters import load_profile, make_adapter
     from slmbench.backends import load_engine
-    from slmbench.suite import ModelSpec, Variant
+    from slmbench.plan import ModelSpec, Variant
     spec = ModelSpec(name="t", source="random", config={"hidden_size": 32, "num_hidden_layers": 1,
                                                         "num_attention_heads": 2})
     ad = make_adapter(load_profile("local-cpu"))

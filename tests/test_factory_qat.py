@@ -31,10 +31,10 @@ def _losses(b):
 def test_qat_phase_builds_records_and_exports_a_float_model(tiny):
     from transformers import AutoModelForCausalLM
     from torchao.quantization.qat.linear import FakeQuantizedLinear
-    from slmbench.build import build
-    from slmbench.build.pipeline import specs
-    from slmbench.build.recipe import load_recipe
-    from slmbench.build.teacher import Teacher
+    from slmbench.factory import build
+    from slmbench.factory.pipeline import specs
+    from slmbench.factory.recipe import load_recipe
+    from slmbench.factory.teacher import Teacher
     from slmbench.quant import ptq
     plain_path = tiny()
     qat_path = _with_qat(plain_path)
@@ -73,8 +73,8 @@ def test_bad_qat_exits_2_with_one_line(tiny, tmp_path, capsys, line, field):
 
 def test_interrupted_in_the_qat_phase_resumes_to_the_same_student(tiny, tmp_path, monkeypatch):
     import shutil
-    from slmbench.build import build, kd
-    import slmbench.build.train as tr
+    from slmbench.factory import build, kd
+    import slmbench.factory.train as tr
     p = _with_qat(tiny())
     calls, real = {"n": 0}, kd.kd_loss
 

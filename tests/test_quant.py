@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from slmbench.errors import Unsupported
-from slmbench.suite import ModelSpec, Variant
+from slmbench.plan import ModelSpec, Variant
 
 SCHEMES = ["none", "int8_dynamic", "int8_weight_only", "int8_dynamic_ao", "intx8_weight_only", "intx4_weight_only",
            "int8da_int4w"]
@@ -76,7 +76,7 @@ def test_unsupported_is_an_answer_not_a_crash(scheme, why, tiny_dir, adapter):
 def test_unsupported_job_is_recorded_as_unsupported(tiny_dir):
     """Through the real worker: the job's status says `unsupported` and why."""
     from slmbench.executors.worker import run_job
-    from slmbench.suite import Job, RunSettings
+    from slmbench.plan import Job, RunSettings
     job = Job("t", ModelSpec(name="tiny", source="hf", path=str(tiny_dir)),
               Variant(quantization="int4_weight_only"), "local-cpu", 1, "memory", {"prompt_tokens": 8,
                                                                                     "gen_tokens": 2},
@@ -214,7 +214,7 @@ def test_llamacpp_through_lm_eval(tiny_dir, adapter, tmp_path, monkeypatch):
 def test_quantization_suite_validates():
     import os
 
-    from slmbench.suite import expand, load_suite
+    from slmbench.plan import expand, load_suite
     if not os.environ.get("SLMBENCH_DATA_DIR") or not Path(os.environ["SLMBENCH_DATA_DIR"]).is_dir():
         pytest.skip("SLMBENCH_DATA_DIR not set (the perplexity text and the accuracy task need it)")
     path = Path(__file__).resolve().parents[1] / "suites" / "quantization.yaml"

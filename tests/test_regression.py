@@ -10,7 +10,7 @@ import yaml
 
 from conftest import TINY_MODEL, run_cli
 from slmbench.errors import UserError
-from slmbench.regression import Rule, Verdict, decide, merge_rules, parse_threshold_args, rule_for
+from slmbench.analysis.regression import Rule, Verdict, decide, merge_rules, parse_threshold_args, rule_for
 from slmbench.stats import change_points, mann_whitney_p, min_mw_p
 
 
@@ -84,7 +84,7 @@ def test_rules_from_suite_and_command_line():
 
 
 def test_reports_escape_store_strings():
-    from slmbench.regression import Comparison
+    from slmbench.analysis.regression import Comparison
     from slmbench.report.regression import to_html, to_markdown
     key = ("m<script>x</script>", '{"backend": "torch"}', "local-cpu", "latency", '{"a": "|b"}', "job", "{}")
     v = Verdict(key, "job", "", None, None, 0, 0, math.nan, math.nan, "regressed", "job crashed: <img onerror=x>|",

@@ -221,7 +221,7 @@ def test_remote_code_runs_only_when_the_suite_opts_in(tmp_path, slm_env, monkeyp
     from slmbench.adapters import load_profile, make_adapter
     from slmbench.backends.torch_hf import load
     from slmbench.models import ModelFiles
-    from slmbench.suite import Variant
+    from slmbench.plan import Variant
     with pytest.raises(Exception, match="trust_remote_code"):
         load(ModelFiles(hf_dir=model, tokenizer_dir=model), Variant(), make_adapter(load_profile("local-cpu")))
     assert not marker.exists()

@@ -47,7 +47,7 @@ def register_adapter(name: str):
 
 
 def load_profile(name: str, file: str | None = None, field: str | None = None) -> DeviceProfile:
-    from ..suite import load_yaml, parse_model
+    from ..plan import load_yaml, parse_model
     path = devices_dir() / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in devices_dir().glob("*.yaml"))
@@ -70,7 +70,7 @@ def make_adapter(profile: DeviceProfile, threads: int | None = None):
 
 @register_adapter("profile")
 class ProfileAdapter:
-    """A device that is not here (phone, board, laptop): its figures feed projections (slmbench.cost), labelled
+    """A device that is not here (phone, board, laptop): its figures feed projections (slmbench.analysis.cost), labelled
     `projected`. Nothing runs on it: a job naming it is recorded as unsupported, never silently run on the host."""
 
     def __init__(self, profile, threads: int | None = None):

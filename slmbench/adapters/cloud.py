@@ -327,7 +327,7 @@ class CloudAdapter:
     def check_profile(profile, file: str) -> None:
         from pydantic import ValidationError
         from ..errors import UserError
-        from ..suite import _first_error
+        from ..plan import _first_error
         try:
             settings_of(profile)
         except ValidationError as e:

@@ -26,7 +26,7 @@ owns the device. If none is alive (for ORPHAN_GRACE_S), the driver cancels the t
 `crashed` with the reason; a task that fails on every try is recorded `crashed` with Ray's error. Never dropped.
 
 Artifacts: a shared cache path, not the object store. Model artifacts are large (SmolLM2-135M fp32: 538 MB; GGUFs,
-built students) and are already content-addressed and written atomically in SLMBENCH_CACHE_DIR (build/cache.py),
+built students) and are already content-addressed and written atomically in SLMBENCH_CACHE_DIR (factory/cache.py),
 so every node points SLMBENCH_CACHE_DIR at the same shared mount (NFS, a farm's file server): the artifact is
 built once and read by all, and stays there across runs. Ray's object store would copy each artifact into every
 node's shared memory (RAM that the measured model needs: it would distort the memory numbers of a phone-sized
@@ -75,7 +75,7 @@ def _run_on_node(job_json: dict, profile: dict) -> dict:
     import ray
     from ..adapters import load_profile
     from ..settings import cache_dir
-    from ..suite import Job
+    from ..plan import Job
     from .local import run_job_process
     t0 = time.monotonic()
     job = Job.from_json(job_json)
@@ -103,7 +103,7 @@ def _run_on_node(job_json: dict, profile: dict) -> dict:
 
 def _prebuild_on_node(spec_json: dict) -> str:
     """Build (or find) one model's cached artifact, in its own process, so the Ray worker stays small."""
-    code = ("import json, sys; from slmbench import models; from slmbench.suite import ModelSpec; "
+    code = ("import json, sys; from slmbench import models; from slmbench.plan import ModelSpec; "
             "models.resolve(ModelSpec(**json.loads(sys.argv[1])), progress=lambda m: print(m, file=sys.stderr))")
     r = subprocess.run([sys.executable, "-c", code, json.dumps(spec_json)], capture_output=True, text=True)
     if r.returncode:

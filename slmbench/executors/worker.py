@@ -91,7 +91,7 @@ def _die_with_parent() -> None:
 def main(argv: list[str]) -> int:
     _die_with_parent()
     faulthandler.enable()  # a segfault leaves "Fatal Python error" and the Python stack in the job's log
-    from ..suite import Job
+    from ..plan import Job
     job_file, result_file = Path(argv[0]), Path(argv[1])
     job = Job.from_json(json.loads(job_file.read_text()))
     try:

@@ -95,14 +95,14 @@ def _check_recipe(spec, file, field, base):
         raise UserError("source 'recipe' needs a path to a build recipe (suites/recipes/*.yaml)", file=file,
                         field=f"{field}.path")
     p = Path(spec.path)
-    from ..build.recipe import load_recipe
+    from ..factory.recipe import load_recipe
     load_recipe(p if p.is_absolute() else base / p, getattr(spec, "overrides", None) or None)  # its errors name the recipe file and field
 
 
 @register_source("recipe", check=_check_recipe)
 def _recipe(spec, progress) -> ModelFiles:
     """A student from the SLM factory: built on first use (cached under the hash of its full spec)."""
-    from ..build import build
+    from ..factory import build
     b = build(spec.path, spec.overrides or None)
     over = f" + {spec.overrides}" if spec.overrides else ""
     return ModelFiles(hf_dir=b.model_dir, tokenizer_dir=b.model_dir, origin=f"recipe {spec.path}{over} → {b.path.name}",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..claims import Z, Claim, Result, evaluate, select, with_cost_rows
+from ..analysis.claims import Z, Claim, Result, evaluate, select, with_cost_rows
 from .plots import fig_to_png, new_figure, png_to_html
 from .tables import html_table, md_table
 

@@ -1,4 +1,4 @@
-"""The cloud-vs-device cost table (slmbench.cost) as Markdown and as an HTML fragment, with every assumption,
+"""The cloud-vs-device cost table (slmbench.analysis.cost) as Markdown and as an HTML fragment, with every assumption,
 price date and profile source printed beside it — a reader can redo each number by hand."""
 from __future__ import annotations
 
@@ -182,14 +182,14 @@ def to_html(ct, title: str = "Cloud vs device: cost per token") -> str:
 
 
 def from_rows(df: pd.DataFrame):
-    from ..cost import build
+    from ..analysis.cost import build
     return build(df)
 
 
 def section(df: pd.DataFrame) -> tuple[str, str]:
     """(Markdown, HTML) of the cost table when the run measured an endpoint (a device with adapter `cloud`), for
     render.sections(); ("", "") otherwise — `slmbench report --cost` adds it to any run."""
-    from ..cost import build, load_profiles
+    from ..analysis.cost import build, load_profiles
     profs = load_profiles()
     if not any(getattr(profs.get(d), "adapter", None) == "cloud" for d in set(df["device"])):
         return "", ""

@@ -20,7 +20,7 @@ HEADLINE = [
 
 
 def variant_name(variant_json: str) -> str:
-    from ..suite import Variant
+    from ..plan import Variant
     v = json.loads(variant_json)
     defaults = Variant().model_dump()
     diff = {k: x for k, x in v.items() if defaults.get(k) != x}

@@ -21,8 +21,8 @@ class HeldoutParams(Params):
 
 @register_scenario("heldout", HeldoutParams)
 def run(ctx: JobContext, p: HeldoutParams) -> list[Metric]:
-    from ..build.evaluate import evaluate
-    from ..build.teacher import load_logits
+    from ..factory.evaluate import evaluate
+    from ..factory.teacher import load_logits
     files = ctx.extra.get("files")
     bdir = getattr(files, "build_dir", None)
     if bdir is None or not (bdir / "manifest.json").is_file():

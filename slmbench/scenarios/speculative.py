@@ -157,7 +157,7 @@ def load_draft(d: DraftSpec, eng, seed: int):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from .. import models as sources
-    from ..suite import ModelSpec
+    from ..plan import ModelSpec
     files = sources.resolve(ModelSpec(name="draft", source=d.source, path=_abs(d.path), config=d.config,
                                        overrides=d.overrides))
     why = tokenizer_mismatch(_load_tok(files.tokenizer_dir), eng.tokenizer)

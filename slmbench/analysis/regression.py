@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import UserError
-from .stats import change_points, mann_whitney_p, min_mw_p, rel_change
+from ..errors import UserError
+from ..stats import change_points, mann_whitney_p, min_mw_p, rel_change
 
 VERDICTS = ("regressed", "improved", "unchanged", "inconclusive")
 INJECT = ("inject_decode_delay_ms", "inject_alloc_mb")  # test-only knobs: same variant, injected regression
@@ -199,7 +199,7 @@ class Verdict:
 
 
 def _variant_name(variant_json: str) -> str:
-    from .report.tables import variant_name  # reading rows, not measuring: the table's short variant name
+    from ..report.tables import variant_name  # reading rows, not measuring: the table's short variant name
     return variant_name(variant_json)
 
 
@@ -208,7 +208,7 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
     Test-only inject_* knobs are dropped from the variant: an injected slowdown is the same variant, slower."""
     df = df.copy()
 
-    from .suite import LATER_FIELDS, Variant
+    from ..plan import LATER_FIELDS, Variant
 
     def var(v):
         d = json.loads(v)
@@ -366,9 +366,9 @@ def rerun(store, cmp: Comparison, rules: dict[str, Rule], out: Path, console=Non
     Jobs are re-executed from their stored specs through the local executor: exactly the same job, one process
     each, with no need for a filtered suite file."""
     import time
-    from . import manifest as mf
-    from .executors.local import run_job_process
-    from .suite import Job
+    from .. import manifest as mf
+    from ..executors.local import run_job_process
+    from ..plan import Job
     suspects = sorted({v.job_id for v in cmp.verdicts if v.verdict == "regressed" and v.job_id})
     rid = f"{cmp.new_run}-rerun"
     done = store.done_jobs(rid)  # a report rendered again reuses the rerun already made
@@ -495,7 +495,7 @@ def report(store, base: str, new: str, thresholds: list[str] | None, rerun_suspe
            md: str | None, html_path: str | None, console, md_stdout: bool = True) -> int:
     """Compare, write the Markdown and HTML reports, print a summary; the exit code (1: regression confirmed)."""
     import sys
-    from .report import regression as rr
+    from ..report import regression as rr
     cmp = compare_runs(store, base, new, parse_threshold_args(thresholds), rerun_suspects, out, console=console)
     text = rr.to_markdown(cmp)
     if md:

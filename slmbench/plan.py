@@ -112,9 +112,9 @@ class Suite(_Strict):
     scenarios: list[ScenarioSpec | str] = Field(min_length=1)
     matrix: dict[str, list[Any]] = Field(default_factory=dict, description="variant knob -> values")
     exclude: list[dict[str, Any]] = Field(default_factory=list)
-    regression: dict[str, Any] = Field(default_factory=dict, description="verdict thresholds (slmbench.regression)")
+    regression: dict[str, Any] = Field(default_factory=dict, description="verdict thresholds (slmbench.analysis.regression)")
     claims: list[dict[str, Any]] = Field(default_factory=list, description="claims and the comparisons that decide "
-                                                                           "them (slmbench.claims)")
+                                                                           "them (slmbench.analysis.claims)")
     quick: dict[str, Any] = Field(default_factory=dict, description="patch applied by `--quick` (apply_quick)")
 
 
@@ -278,7 +278,7 @@ def apply_quick(data: Any, file: str) -> dict:
     into every model / scenario it matches (null drops them); other keys replace. The suite is renamed NAME-quick
     so that its runs, --resume and baselines never mix with the full suite's."""
     import fnmatch
-    from .build.recipe import deep_merge
+    from .factory.recipe import deep_merge
     if not isinstance(data, dict) or not isinstance(data.get("quick"), dict) or not data["quick"]:
         raise UserError("--quick: this suite has no `quick:` patch", file=file, field="quick")
     q, out = data["quick"], {k: v for k, v in data.items() if k != "quick"}
@@ -328,7 +328,7 @@ def _check_refs(suite: Suite, file: str, base: Path, quick: bool = False) -> Non
     from . import scenarios  # registry
     from .adapters import load_profile
 
-    from .regression import parse_rules
+    from .analysis.regression import parse_rules
     try:
         parse_rules(suite.regression)
     except UserError as e:
@@ -364,7 +364,7 @@ def _check_refs(suite: Suite, file: str, base: Path, quick: bool = False) -> Non
                 raise UserError(f"matches no model of this suite ({', '.join(names)})", file=file,
                                 field=f"scenarios[{i}].models")
     if suite.claims:
-        from .claims import check_claims
+        from .analysis.claims import check_claims
         check_claims(suite, file, models_required=not quick)  # quick may drop a model: its claim is inconclusive
     if not expand(suite):
         raise UserError("the matrix expands to no jobs (everything excluded)", file=file, field="exclude")

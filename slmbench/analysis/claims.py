@@ -14,7 +14,7 @@ favours, and `b`, what it is compared with (or a fixed `threshold`). The decisio
 With 2 seeds per arm the seed spread rests on one degree of freedom and the normal quantile makes the interval
 optimistic; the "every a row beats every b row" gate is the guard (by chance alone: 1 in 6 for 2 vs 2).
 
-Rows come from the store (`slmbench run`), plus derived `cost` rows from slmbench.cost (C8: $ per 1M tokens,
+Rows come from the store (`slmbench run`), plus derived `cost` rows from slmbench.analysis.cost (C8: $ per 1M tokens,
 $ per correct answer, battery) so that money and battery are decided by the same rule."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import UserError
+from ..errors import UserError
 
 Z = 1.959964
 
@@ -102,7 +102,7 @@ def parse(claims: list[dict], file: str = "", field: str = "claims") -> list[Cla
 def check_claims(suite, file: str, models_required: bool = True) -> None:
     """At validate: the claims parse; every arm's scenario exists and its params are that scenario's (or a suite
     scenario's) parameters; every model glob matches a model of the suite (not in --quick, which may drop some)."""
-    from . import scenarios
+    from .. import scenarios
     names = [m.name for m in suite.models]
     used = {s if isinstance(s, str) else s.name for s in suite.scenarios} | {"cost"}
     for i, c in enumerate(parse(suite.claims, file)):
@@ -243,7 +243,7 @@ def claim_verdict(results: list[Result]) -> str:
 
 
 def cost_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """C8's money and battery figures (slmbench.cost) as rows: model = MODEL/VARIANT@DEVICE, scenario = cost."""
+    """C8's money and battery figures (slmbench.analysis.cost) as rows: model = MODEL/VARIANT@DEVICE, scenario = cost."""
     from .cost import build
     if df.empty or not (df["scenario"] == "latency").any():
         return df.iloc[0:0]
@@ -270,7 +270,7 @@ def cost_rows(df: pd.DataFrame) -> pd.DataFrame:
                         "labels": json.dumps({"kind": r["kind"]}), "metric": metric, "value": float(v), "unit": unit,
                         "n": 1, "spread": None, "spread_kind": None, "status": "ok",
                         "source": r["source"],
-                        "note": metric_note or f"slmbench.cost: {r['kind']}"})
+                        "note": metric_note or f"slmbench.analysis.cost: {r['kind']}"})
     return pd.DataFrame(out)
 
 

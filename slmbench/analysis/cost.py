@@ -28,8 +28,8 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import UserError
-from .settings import devices_dir
+from ..errors import UserError
+from ..settings import devices_dir
 
 
 class Assumptions(BaseModel):
@@ -82,14 +82,14 @@ def cloud_dir() -> Path:
 
 
 def load_assumptions(path: Path | None = None) -> Assumptions:
-    from .suite import load_yaml, parse_model
+    from ..plan import load_yaml, parse_model
     p = path or cloud_dir() / "_assumptions.yaml"
     return parse_model(Assumptions, load_yaml(p), str(p)) if p.is_file() else Assumptions()
 
 
 def load_prices(d: Path | None = None) -> dict[str, tuple[PriceTable, PriceEntry]]:
     """'<provider>/<model>' -> (table, entry), from every devices/cloud/*.yaml not starting with '_'."""
-    from .suite import load_yaml, parse_model
+    from ..plan import load_yaml, parse_model
     out = {}
     for f in sorted((d or cloud_dir()).glob("*.yaml")):
         if f.name.startswith("_"):
@@ -101,8 +101,8 @@ def load_prices(d: Path | None = None) -> dict[str, tuple[PriceTable, PriceEntry
 
 
 def load_profiles() -> dict:
-    from .adapters import DeviceProfile
-    from .suite import load_yaml, parse_model
+    from ..adapters import DeviceProfile
+    from ..plan import load_yaml, parse_model
     return {f.stem: parse_model(DeviceProfile, load_yaml(f), str(f)) for f in sorted(devices_dir().glob("*.yaml"))}
 
 
@@ -156,7 +156,7 @@ class CostTable:
 
 
 def _variant_name(v: str) -> str:
-    from .report.tables import variant_name  # pure formatting helper, shared with the main table
+    from ..report.tables import variant_name  # pure formatting helper, shared with the main table
     return variant_name(v)
 
 
@@ -325,7 +325,7 @@ def _bytes_per_token(g: pd.DataFrame, threads: int) -> float | None:
     m = re.search(r"÷ ([0-9.]+) MB weights", str(r.iloc[0]["note"]))
     if m:
         return float(m.group(1)) * 1e6
-    from .adapters.bandwidth import cached
+    from ..adapters.bandwidth import cached
     bw = cached(threads)
     return bw["gbs"] * 1e9 / float(r.iloc[0]["value"]) if bw else None
 

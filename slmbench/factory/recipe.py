@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..errors import UserError
 from ..settings import data_dir
-from ..suite import ModelSpec, _Strict, load_yaml, parse_model
+from ..plan import ModelSpec, _Strict, load_yaml, parse_model
 
 
 class Source(_Strict):
