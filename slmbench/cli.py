@@ -16,13 +16,30 @@ def _out(p) -> Path:
 
 
 def cmd_validate(a) -> int:
-    from .plan import expand, load_suite
+    from .plan import load_suite, plan
     suite = load_suite(a.suite, quick=a.quick)
-    jobs = expand(suite, Path(a.suite).resolve().parent)
-    print(f"{a.suite}: ok — suite '{suite.name}', {len(jobs)} jobs")
+    p = plan(suite, Path(a.suite).resolve().parent)
+    print(f"{a.suite}: ok — suite '{suite.name}', {p.summary()}")
     if a.verbose:
-        for j in jobs:
-            print(f"  {j.key}  {j.label}")
+        for j in p.jobs:
+            print(f"  {j.key}  {j.label}" + (f"  [unsupported: {j.unsupported}]" if j.unsupported else ""))
+    return 0
+
+
+def cmd_plugins(a) -> int:
+    """Every registered backend, device adapter, scenario and model source, with what each declares."""
+    from .contracts import ADAPTERS, BACKENDS, SCENARIOS, SOURCES
+    for name, c in BACKENDS.all().items():
+        print(f"backend  {name:12} needs device: {', '.join(sorted(c.requires_device))}; knobs: "
+              f"{', '.join(c.Knobs.model_fields) or '-'}; can: {', '.join(sorted(c.capabilities))}  ({c.__module__})")
+    for name, c in ADAPTERS.all().items():
+        print(f"adapter  {name:12} can: {', '.join(sorted(c.capabilities)) or '-'}  ({c.__module__})")
+    for name, c in SCENARIOS.all().items():
+        needs = sorted(c.requires) + [f"device:{x}" for x in sorted(c.requires_device)]
+        print(f"scenario {name:12} params: {', '.join(c.Params.model_fields) or '-'}; needs: "
+              f"{', '.join(needs) or '-'}  ({c.__module__})")
+    for name, c in SOURCES.all().items():
+        print(f"source   {name:12} fields: {', '.join(sorted(c.fields)) or '-'}  ({c.__module__})")
     return 0
 
 
@@ -32,13 +49,13 @@ def cmd_run(a) -> int:
     console = Console(stderr=True)
     out = _out(a.out)
     if a.baseline and a.baseline not in ("last", "prev"):  # a bad baseline is bad input: say so before running
-        from .analysis.regression import check_ref
-        check_ref(_open_store(out), a.baseline, "--baseline")
+        _open_store(out).check_ref(a.baseline, "--baseline")
     run_id = run_suite(a.suite, out, run_id=a.run_id, resume=a.resume, console=console, force=a.force,
                        executor=a.executor, address=a.address, quick=a.quick)
     from .store import Store
     from .report.render import to_rich
     st = Store(out)
+    st.note_executor(run_id, a.executor, a.address)  # where its jobs ran: a rerun of suspects runs them there again
     df = st.rows(run_id)
     console.print(to_rich(df, title=f"run {run_id}"))
     from .report.tables import failures, sources_note
@@ -48,23 +65,90 @@ def cmd_run(a) -> int:
     console.print(f"{len(st.jobs(run_id))} jobs, {len(fails)} not ok. Report: slmbench report --run {run_id}"
                   + (f" --out {out}" if a.out else ""))
     if a.baseline:
-        from .analysis.regression import after_run
-        return after_run(st, run_id, a.baseline, a.threshold, a.rerun_suspects, out, a.md, a.html, console)
+        return _after_run(st, run_id, a, out, console)
     return 0
+
+
+def _after_run(st, run_id: str, a, out: Path, console) -> int:
+    """`slmbench run SUITE --baseline BASE|last`: compare the finished run with its baseline."""
+    suite = (st.run_meta(run_id) or {}).get("suite")
+    try:
+        base = st.resolve(a.baseline, suite=suite, before=run_id, field="--baseline")
+    except UserError as e:
+        if a.baseline in ("last", "prev"):  # the first night has nothing to compare with: not an error
+            console.print(f"no baseline: {e.message}", markup=False)
+            return 0
+        raise
+    console.print(f"comparing with baseline {base}", markup=False)
+    return _report_comparison(st, base, run_id, a, out, console, md_stdout=False)
 
 
 def cmd_compare(a) -> int:
     """Exit 1 when a regression is confirmed, so a CI job fails."""
     from rich.console import Console
-    from .analysis.regression import check_ref, report, resolve
     out = _out(a.out)
     st = _open_store(out)
-    check_ref(st, a.base, "BASE")
-    check_ref(st, a.new, "NEW")
-    new = resolve(st, a.new, field="NEW")
-    suite = st.db.execute("SELECT suite FROM runs WHERE run_id=?", (new,)).fetchone()[0]
-    base = resolve(st, a.base, suite=suite, before=new if a.base in ("last", "prev") else None, field="BASE")
-    return report(st, base, new, a.threshold, a.rerun_suspects, out, a.md, a.html, Console(stderr=True))
+    st.check_ref(a.base, "BASE")
+    st.check_ref(a.new, "NEW")
+    new = st.resolve(a.new, field="NEW")
+    suite = st.run_meta(new)["suite"]
+    base = st.resolve(a.base, suite=suite, before=new if a.base in ("last", "prev") else None, field="BASE")
+    return _report_comparison(st, base, new, a, out, Console(stderr=True))
+
+
+def _report_comparison(st, base: str, new: str, a, out: Path, console, md_stdout: bool = True) -> int:
+    """Compare, publish (Markdown, HTML, terminal lines); the exit code (1: a regression confirmed)."""
+    from .analysis.regression import exit_code
+    from .report.regression import publish
+    cmp = _compare(st, base, new, a.threshold, a.rerun_suspects, out, console)
+    publish(cmp, a.md, a.html, console, md_stdout)
+    return exit_code(cmp)
+
+
+def _compare(st, base: str, new: str, thresholds, rerun_suspects: bool, out: Path, console):
+    """The verdicts (analysis), suspects run again (runner) and decided again (analysis), the nightly trends."""
+    from .analysis import regression as reg
+    from .analysis.trends import detect
+    from .regression_rules import merge_rules, parse_threshold_args
+    bmeta, nmeta = st.run_meta(base) or {}, st.run_meta(new) or {}
+    rules = merge_rules(_suite_rules(nmeta.get("suite_path")), parse_threshold_args(thresholds))
+    base_rows = st.rows(base, samples=True)
+    cmp = reg.compare(base, new, base_rows, st.rows(new, samples=True), rules,
+                      (bmeta.get("suite", ""), nmeta.get("suite", "")), (st.manifest(base), st.manifest(new)))
+    if rerun_suspects and reg.suspects(cmp):
+        rid = _rerun_suspects(st, cmp, out, console)
+        reg.confirm(cmp, rid, base_rows, st.rows(rid, samples=True), rules)
+    runs = st.suite_runs(cmp.suite, upto=new) if cmp.suite else None
+    if runs is not None and len(runs) >= 2:
+        commits = {r: (st.manifest(r).get("git") or {}).get("commit") for r in runs["run_id"]}
+        cmp.trends = detect(runs, st.rows(list(runs["run_id"]), samples=True), commits, rules)
+    return cmp
+
+
+def _rerun_suspects(st, cmp, out: Path, console) -> str:
+    """Each suspect job once more, from its stored spec, as run `<new>-rerun`, through the executor (and cluster)
+    the new run used; a run that recorded none ran locally."""
+    from .analysis.regression import suspects
+    from .plan import Job
+    from .runner import rerun_jobs
+    rid = f"{cmp.new_run}-rerun"
+    jobs = [Job.from_json(spec) for _, spec in st.job_specs(cmp.new_run, suspects(cmp)).values()]
+    man = cmp.new_manifest
+    rerun_jobs(st, rid, f"{cmp.suite}~rerun", jobs, out, man.get("executor") or "local", man.get("address"),
+               rerun_of=cmp.new_run, console=console)
+    return rid
+
+
+def _suite_rules(suite_path: str | None) -> dict:
+    """The optional `regression:` mapping of the run's suite file (read raw: it may have changed or gone since)."""
+    if not suite_path or not Path(suite_path).is_file():
+        return {}
+    import yaml
+    try:
+        data = yaml.safe_load(Path(suite_path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return (data or {}).get("regression") or {} if isinstance(data, dict) else {}
 
 
 def cmd_node(a) -> int:
@@ -80,7 +164,7 @@ def _pick_run(store, run_id: str | None) -> str:
     rid = run_id or store.latest_run()
     if not rid:
         raise UserError("no runs in the store yet", file=str(store.path), field="--run")
-    if store.db.execute("SELECT 1 FROM runs WHERE run_id=?", (rid,)).fetchone() is None:
+    if not store.has_run(rid):
         raise UserError(f"no run {rid!r} in the store", file=str(store.path), field="--run")
     return rid
 
@@ -108,11 +192,8 @@ def cmd_report(a) -> int:
     rid = _pick_run(st, a.run)
     if a.claims:
         return _claims_report(a, st, rid)
-    df, man = st.rows(rid), st.manifest(rid)
-    text = {"md": lambda: render.to_markdown(df, rid, man), "html": lambda: render.to_html(df, rid, man),
-            "json": lambda: render.to_json(df, rid, man)}[a.format]()
-    if getattr(a, "cost", False):
-        text = _with_cost(text, a.format, df, rid, man)
+    to = {"md": render.to_markdown, "html": render.to_html, "json": render.to_json}[a.format]
+    text = to(st.rows(rid), rid, st.manifest(rid), st.job_info(rid), cost=getattr(a, "cost", False))
     if a.output:
         Path(a.output).parent.mkdir(parents=True, exist_ok=True)
         Path(a.output).write_text(text, encoding="utf-8")
@@ -120,22 +201,6 @@ def cmd_report(a) -> int:
     else:
         sys.stdout.write(text + "\n")
     return 0
-
-
-def _with_cost(text: str, fmt: str, df, rid: str, man: dict) -> str:
-    """The cloud-vs-device cost table (slmbench.analysis.cost) added to a report."""
-    import json
-    from .analysis.cost import build
-    from .report import cost as rc, render
-    ct = build(df)
-    if fmt == "md":
-        return text + "\n" + rc.to_markdown(ct)
-    if fmt == "html":
-        return render.to_html(df, rid, man, extra_html=rc.to_html(ct))
-    d = json.loads(text)
-    d["cost"] = {"rows": ct.rows, "break_even": ct.break_even, "notes": ct.notes,
-                 "assumptions": ct.assumptions.model_dump()}
-    return json.dumps(d, indent=1, default=str)
 
 
 def _claims_report(a, st, rid: str) -> int:
@@ -163,7 +228,8 @@ def _claims_report(a, st, rid: str) -> int:
         wall = (f"{jobs['wall_s'].sum() / 60:.1f} min of job time ({len(jobs)} jobs), "
                 f"{(meta['finished'] - meta['created']) / 60:.1f} min from the run's start to its finish")
     dest = Path(a.output) if a.output else _out(a.out) / f"claims-{rid}"
-    md, hp = rc.write(st.rows(rid), suite, parse(suite.claims, str(path)), dest, rid, st.manifest(rid), wall)
+    md, hp = rc.write(st.rows(rid), suite, parse(suite.claims, str(path)), dest, rid, st.manifest(rid), wall,
+                      infos=st.job_info(rid))
     print(f"wrote {md} and {hp}", file=sys.stderr)
     return 0
 
@@ -231,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("suite")
     sp.add_argument("-v", "--verbose", action="store_true", help="list the planned jobs")
     sp.add_argument("--quick", action="store_true", help="apply the suite's `quick:` patch (its small variant)")
+    add("plugins", cmd_plugins, "list the registered backends, device adapters, scenarios and model sources")
     sp = add("run", cmd_run, "run a suite")
     sp.add_argument("suite")
     sp.add_argument("--quick", action="store_true", help="apply the suite's `quick:` patch (its small variant)")
@@ -294,6 +361,8 @@ def _regression_args(sp) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .log import setup
+    setup()
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

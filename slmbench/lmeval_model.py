@@ -220,22 +220,19 @@ def lm_class():
 
 
 def from_engine(engine, batch_size=1, **kw):
-    """lm-eval model for an Engine. Runtimes other than torch (llama.cpp, an HTTP endpoint) bring their own."""
-    if hasattr(engine, "lm_eval_model"):
-        return engine.lm_eval_model(batch_size=batch_size)
-    return lm_class()(engine=engine, batch_size=batch_size, **kw)
+    """lm-eval model for an Engine: each runtime brings its own (torch: SlmbenchLM over its model object)."""
+    return engine.lm_eval_model(batch_size=batch_size, **kw)
 
 
 def load_engine_standalone(source: str, path: str | None, dtype: str, quantization: str, threads):
     from . import models
-    from .adapters import load_profile, make_adapter
-    from .backends import load_engine
+    from .contracts import load_profile, make_adapter
     from .plan import ModelSpec, Variant
     spec = ModelSpec(name="lm-eval", source=source, path=path)
     variant = Variant(dtype=dtype, quantization=quantization, threads=int(threads) if threads else None)
     adapter = make_adapter(load_profile("local-cpu"), variant.threads)
     adapter.setup()
-    return load_engine(models.resolve(spec), variant, adapter)
+    return variant.engine_cls.load(models.resolve(spec), variant, adapter)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -1,9 +1,9 @@
 """One small dataclass per measured figure. It knows its unit, source and spread, and renders itself."""
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
+from . import fmt
 from .stats import summarize
 
 SOURCES = ("measured", "estimated", "projected")
@@ -35,34 +35,11 @@ class Metric:
                    samples=[float(x) for x in samples], **kw)
 
     def render(self) -> str:
-        if self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
+        if fmt.missing(self.value):
             return "n/a"
-        v = fmt_num(self.value)
-        sp = f" ± {fmt_spread(self.spread)}" if self.spread else ""
         tag = "" if self.source == "measured" else f" ({self.source})"
-        return f"{v}{sp} {self.unit}{tag}".strip()
+        return f"{fmt.with_spread(self.value, self.spread)} {self.unit}{tag}".strip()
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def fmt_num(x: float) -> str:
-    if x is None:
-        return "n/a"
-    ax = abs(x)
-    if ax == 0:
-        return "0"
-    if ax >= 1e6:
-        return f"{x:.3g}"
-    if ax >= 100:
-        return f"{x:,.0f}"
-    if ax >= 10:
-        return f"{x:.1f}"
-    if ax >= 0.01:
-        return f"{x:.3f}"
-    return f"{x:.3g}"
-
-
-def fmt_spread(x: float) -> str:
-    """Spreads need two significant digits, not more."""
-    return f"{x:.2g}" if abs(x) < 100 else f"{x:,.0f}"

@@ -18,13 +18,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import manifest
+from .contracts.result import JobResult
+from .log import get as get_logger
 from .errors import UserError
 from .store import Store
-from .plan import expand, load_suite, suite_sha
+from .plan import load_suite, plan, suite_sha
 
+log = get_logger("run")
 MIN_FREE_BYTES = 200 * 2**20  # logs + rows of a long suite; SLMBENCH_MIN_FREE_MB overrides
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -101,7 +105,8 @@ def run_suite(suite_path: str, out: Path, run_id: str | None = None, resume: boo
         raise UserError(f"expected letters, digits, '_', '.', '-' (at most 100, not starting with '.' or '-'), "
                         f"got {run_id!r}", field="--run-id")
     suite = load_suite(suite_path, quick=quick)
-    jobs = expand(suite, Path(suite_path).resolve().parent)
+    planned = plan(suite, Path(suite_path).resolve().parent)
+    jobs = planned.jobs
     out = Path(out)
     preflight(out)
     store = Store(out)
@@ -114,13 +119,14 @@ def run_suite(suite_path: str, out: Path, run_id: str | None = None, resume: boo
     sha = suite_sha(suite_path, quick)
     _check_same_suite(store.run_meta(run_id), suite.name, sha, suite_path, force)
     from .executors import make_executor
-    ex = make_executor(executor, address, jobs)  # checks the choice (Ray installed?) before any work
+    ex = make_executor(executor, address, [j for j in jobs if not j.unsupported])  # checks the choice up front
     with _run_lock(out, run_id), _sigterm_as_interrupt():
         threads = {j.variant.threads or j.device_threads for j in jobs}
         store.start_run(run_id, suite.name, str(suite_path), sha,
-                        manifest.build(suite.seed, sorted(t or 0 for t in threads)))
+                        {**manifest.build(suite.seed, sorted(t or 0 for t in threads)), "executor": executor,
+                         "address": address, "plan": planned.summary(), "not_planned": planned.skipped})
         try:
-            _execute(store, run_id, suite, jobs, out, console, ex)
+            _execute(store, run_id, suite, jobs, out, console, ex, planned.summary())
         except BaseException:  # ^C, SIGTERM, disk full: what finished is committed; say the run stopped
             try:
                 store.finish_run(run_id, "interrupted")
@@ -144,58 +150,111 @@ def _check_same_suite(meta: dict | None, name: str, sha: str, suite_path: str, f
                         " start a new run, or pass --force to resume anyway", file=suite_path, field="--resume")
 
 
-def _execute(store: Store, run_id: str, suite, jobs: list, out: Path, console: Console, ex=None) -> None:
+def _execute(store: Store, run_id: str, suite, jobs: list, out: Path, console: Console, ex=None,
+             summary: str = "") -> None:
     done = store.done_jobs(run_id)
     todo = [j for j in jobs if j.key not in done]
-    console.print(f"[bold]run[/] {run_id}: suite [cyan]{suite.name}[/], {len(jobs)} jobs"
-                  + (f", {len(jobs) - len(todo)} already done" if done else "") + f" → {store.path}")
+    log.info(f"[bold]run[/] {run_id}: suite [cyan]{suite.name}[/], {summary or f'{len(jobs)} jobs'}"
+             + (f", {len(jobs) - len(todo)} already done" if done else "") + f" → {store.path}")
+    for job in [j for j in todo if j.unsupported]:  # decided at planning: recorded without starting a process
+        _record(store, run_id, job, JobResult("unsupported", job.unsupported), time.time())
+        log.info(f"  [yellow]unsupported[/] {job.label}: {job.unsupported}")
+    todo = [j for j in todo if not j.unsupported]
     from .executors import make_executor
+    from .executors.bandwidth import ensure_bandwidth
     ex = ex or make_executor("local")
     if ex.name == "local":  # a remote node measures (and caches) its own bandwidth in its first job
-        _ensure_bandwidth(todo, console)
-    log_dir = out / "logs" / run_id
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as prog:
-        task = prog.add_task("jobs", total=len(todo))
-
+        ensure_bandwidth(todo, log.info)
+    with _JobProgress(console, len(todo)) as shown:
         def starting(i, job):
             check_free(out, f" — stopped before job {i + 1}/{len(todo)}; finished jobs are kept, free space and "
                             "run again with --resume")
-            prog.update(task, description=f"[cyan]{job.label}")
+            shown.start(i, job)
 
         with ex:  # results are recorded as each job finishes, in whatever order the executor yields them
-            for job, started, (status, error, metrics, info) in ex.run(todo, log_dir, starting):
-                _record(store, run_id, job, status, error, metrics, started, info)
-                if status != "ok":
-                    prog.console.print(f"  [red]{status}[/] {job.label}: {error}")
-                prog.advance(task)
+            for job, started, res in ex.run(todo, out / "logs" / run_id, starting, shown.progress):
+                _record(store, run_id, job, res, started)
+                shown.finish(job, res, time.time() - started)
     store.finish_run(run_id, "finished")
 
 
-def _record(store: Store, run_id: str, job, status, error, metrics, started, info) -> None:
+class _JobProgress:
+    """A live bar on a terminal; elsewhere (CI logs, nohup) one plain line per job start and finish."""
+
+    def __init__(self, console: Console, total: int):
+        self.console, self.total, self.n = console, total, 0
+        self.live = console.is_terminal
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=console, transient=False) if self.live else None
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+            self.task = self.bar.add_task("jobs", total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def start(self, i: int, job) -> None:
+        if self.bar:
+            self.bar.update(self.task, description=f"[cyan]{escape(job.label)}")
+        else:
+            log.info(f"[{i + 1}/{self.total}] start {escape(job.label)}")
+
+    def progress(self, job, msg: str) -> None:
+        if self.bar:
+            self.bar.update(self.task, description=f"[cyan]{escape(job.label)}[/] [dim]{escape(msg)}")
+
+    def finish(self, job, res: JobResult, wall_s: float) -> None:
+        self.n += 1
+        why = f": {escape(res.error or '')}" if res.status != "ok" else ""
+        color = "green" if res.status == "ok" else "red"
+        line = f"[{self.n}/{self.total}] [{color}]{res.status}[/] {escape(job.label)} ({wall_s:.1f} s){why}"
+        if self.bar:
+            if res.status != "ok":
+                self.bar.console.print("  " + line)
+            self.bar.advance(self.task)
+        else:
+            log.info(line)
+
+
+def _record(store: Store, run_id: str, job, res: JobResult, started: float) -> None:
     try:
-        store.record_job(run_id, job, status, error, metrics, started, info)
+        store.record_job(run_id, job, res.status, res.error, res.metrics, started, res.info)
     except sqlite3.IntegrityError as e:  # a scenario emitted the same metric twice: the job is wrong, not the run
-        store.record_job(run_id, job, "crashed", f"scenario returned duplicate metric rows ({e})", [], started, info)
+        store.record_job(run_id, job, "crashed", f"scenario returned duplicate metric rows ({e})", [], started,
+                         res.info)
     except sqlite3.OperationalError as e:  # disk full, store locked or made read-only mid-run: stop, say so
         raise UserError(f"cannot record job {job.key} ({e}); finished jobs are kept, fix this and run again with "
                         "--resume", file=str(store.path))
 
 
-def _ensure_bandwidth(jobs, console) -> None:
-    """Measure memory bandwidth once per machine and thread count (cached), in its own process, before any job."""
-    from .adapters import load_profile
-    from .adapters.bandwidth import cached, ensure
-    from .scenarios import get as load_scenario
-    for j in jobs:
-        prof = load_profile(j.device)
-        if not load_scenario(j.scenario).needs_engine:  # e.g. fault injection: no roofline to compute
-            continue
-        if prof.adapter != "cpu":
-            continue
-        threads = j.variant.threads or j.device_threads or prof.cores or len(os.sched_getaffinity(0))
-        if not cached(threads):
-            console.print(f"measuring memory read bandwidth ({threads} threads, once per machine)…")
-            bw = ensure(threads)
-            if bw:
-                console.print(f"  {bw['gbs']:.1f} GB/s ({bw['method']})")
+def rerun_jobs(store: Store, run_id: str, suite: str, jobs: list, out: Path, executor: str = "local",
+               address: str | None = None, rerun_of: str | None = None, console: Console | None = None) -> list:
+    """Execute `jobs` once more as run `run_id` (suite `suite`) through the executor the original run used, so a
+    job for a remote device runs on that device again, not here under its name. Jobs already final in `run_id` are
+    kept (a report rendered again reuses its rerun). Returns (job, status, error, metrics, info) per job executed."""
+    done = store.done_jobs(run_id)
+    todo = [j for j in jobs if j.key not in done]
+    if not todo:
+        return []
+    from .executors import make_executor
+    ex = make_executor(executor, address, todo)
+    threads = sorted({j.variant.threads or j.device_threads or 0 for j in todo})
+    store.start_run(run_id, suite, "", "", {**manifest.build(todo[0].seed, threads), "rerun_of": rerun_of,
+                                            "executor": executor, "address": address})
+    say = (lambda i, job: console.print(f"rerunning suspect: {job.label}", markup=False)) if console else \
+        (lambda i, job: None)
+    results = []
+    try:
+        with _run_lock(Path(out), run_id), ex:
+            for job, started, res in ex.run(todo, Path(out) / "logs" / run_id, say):
+                _record(store, run_id, job, res, started)
+                results.append((job, res.status, res.error, res.metrics, res.info))
+    except BaseException:  # what finished is committed; say the rerun stopped
+        store.finish_run(run_id, "interrupted")
+        raise
+    store.finish_run(run_id, "finished")
+    return results

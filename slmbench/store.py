@@ -95,6 +95,15 @@ class Store:
                             (run_id, job.key, job.label, json.dumps(job.to_json(), default=str), status, error,
                              started, finished, finished - started, json.dumps(info or {}, default=str)))
 
+    def note_executor(self, run_id: str, executor: str, address: str | None) -> None:
+        """Record in the run's manifest where its jobs ran (kept if the runner already recorded it), so a rerun
+        of its suspects goes through the same executor and cluster."""
+        with self._tx():
+            man = self.manifest(run_id)
+            if "executor" not in man:
+                self.db.execute("UPDATE runs SET manifest=? WHERE run_id=?",
+                                (json.dumps({**man, "executor": executor, "address": address}, default=str), run_id))
+
     def _tx(self):
         db = self.db
 
@@ -106,7 +115,7 @@ class Store:
                 db.execute("COMMIT" if et is None else "ROLLBACK")
         return _T()
 
-    # --- reading --------------------------------------------------------------------------------------------
+    # --- reading: every query of the package lives here -----------------------------------------------------
     def done_jobs(self, run_id: str) -> set[str]:
         q = f"SELECT job_id FROM jobs WHERE run_id=? AND status IN ({','.join('?' * len(FINAL))})"
         return {r[0] for r in self.db.execute(q, (run_id, *FINAL))}
@@ -114,6 +123,9 @@ class Store:
     def runs(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT run_id, suite, suite_path, created, finished, status FROM runs "
                                  "ORDER BY created", self.db)
+
+    def has_run(self, run_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone() is not None
 
     def run_meta(self, run_id: str) -> dict | None:
         """The run's own row (suite, suite_path, suite_sha, created, finished, status), or None if unknown."""
@@ -136,11 +148,60 @@ class Store:
         r = self.db.execute(q + " ORDER BY created DESC LIMIT 1", args).fetchone()
         return r[0] if r else None
 
-    def rows(self, run_id: str | None = None, samples: bool = False) -> pd.DataFrame:
+    def rows(self, run_id: str | list[str] | None = None, samples: bool = False) -> pd.DataFrame:
+        """Tidy rows of one run, of several (a list), or of every run (None), in the order they were written."""
         cols = ROW_COLS + (["samples"] if samples else [])
-        q = f"SELECT {','.join(cols)} FROM results" + (" WHERE run_id=?" if run_id else "") + " ORDER BY rowid"
-        return pd.read_sql_query(q, self.db, params=(run_id,) if run_id else None)
+        ids = [run_id] if isinstance(run_id, str) else list(run_id or [])
+        where = f" WHERE run_id IN ({','.join('?' * len(ids))})" if run_id is not None else ""
+        return pd.read_sql_query(f"SELECT {','.join(cols)} FROM results{where} ORDER BY rowid", self.db,
+                                 params=ids if run_id is not None else None)
 
     def jobs(self, run_id: str) -> pd.DataFrame:
         return pd.read_sql_query("SELECT job_id, label, status, error, wall_s FROM jobs WHERE run_id=? "
                                  "ORDER BY started", self.db, params=(run_id,))
+
+    def job_info(self, run_id: str) -> dict[str, dict]:
+        """job_id → what the job recorded about itself (device, model description, threads, limits)."""
+        cur = self.db.execute("SELECT job_id, info FROM jobs WHERE run_id=?", (run_id,))
+        return {j: json.loads(i) if i else {} for j, i in cur}
+
+    def job_specs(self, run_id: str, job_ids: list[str] | None = None) -> dict[str, tuple[str, dict]]:
+        """job_id → (label, the job as planned), so a job can be executed again exactly as it was."""
+        cur = self.db.execute("SELECT job_id, label, spec FROM jobs WHERE run_id=?", (run_id,))
+        want = set(job_ids) if job_ids is not None else None
+        return {j: (lab, json.loads(spec)) for j, lab, spec in cur if want is None or j in want}
+
+    # --- run lookup: names on the command line → run ids ----------------------------------------------------------
+    def check_ref(self, ref: str | None, field: str) -> None:
+        """A run id that is not in the store is bad input, reported before any work."""
+        if ref and ref not in ("last", "prev") and not self.has_run(ref):
+            raise UserError(f"no run {ref!r} in the store", file=str(self.path), field=field)
+
+    def resolve(self, ref: str, suite: str | None = None, before: str | None = None, field: str = "BASE") -> str:
+        """A run id, `last` (latest run) or `prev` (the one before last); with `before`, both mean the latest run
+        before that one (so `compare prev last` and `run --baseline last` pick the previous night), restricted to
+        `suite` when given. Rerun runs (suite `X~rerun`) are never picked by name."""
+        if ref not in ("last", "prev"):
+            self.check_ref(ref, field)
+            return ref
+        runs = self.runs()
+        runs = runs[~runs["suite"].str.endswith("~rerun", na=False)]
+        if suite:
+            runs = runs[runs["suite"] == suite]
+        if before:
+            runs = runs[runs["created"] < (self.run_meta(before) or {}).get("created", float("inf"))]
+        ids = list(runs["run_id"])
+        need = 1 if ref == "last" or before else 2  # before NEW, last and prev are the same run
+        if len(ids) < need:
+            what = f"suite {suite!r}" if suite else "the store"
+            raise UserError(f"no {'earlier ' if before else ''}run of {what} to use as {ref!r}", file=str(self.path),
+                            field=field)
+        return ids[-need]
+
+    def suite_runs(self, suite: str, upto: str | None = None, last: int = 60) -> pd.DataFrame:
+        """The finished runs of a suite, oldest first, up to and including `upto`, at most `last` of them."""
+        runs = self.runs()
+        runs = runs[(runs["suite"] == suite) & (runs["status"] == "finished")]
+        if upto and upto in set(runs["run_id"]):
+            runs = runs[runs["created"] <= float(runs.loc[runs["run_id"] == upto, "created"].iloc[0])]
+        return runs.tail(last).reset_index(drop=True)

@@ -90,7 +90,7 @@ def test_scenario_scores_like_a_direct_loglikelihood(slm_env):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from slmbench.adapters import load_profile, make_adapter
-    from slmbench.backends.torch_hf import Engine
+    from slmbench.backends.torch_hf import TorchEngine as Engine
     from slmbench.models.random_init import byte_tokenizer_dir, make_config
     from slmbench.scenarios import JobContext
     from slmbench.scenarios.accuracy import AccuracyParams, run

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from slmbench import cost
+from slmbench.analysis import cost
 from slmbench.adapters import DeviceProfile
 from slmbench.report import cost as rc
 from slmbench.store import ROW_COLS
@@ -71,13 +71,14 @@ def test_table_from_rows():
     df = pd.DataFrame([
         _row("decode_tok_s", 100), _row("prefill_tok_s", 400), _row("ttft_ms", 30),
         _row("decode_roofline_frac", 0.5),
-        _row("decode_roofline_tok_s", 200, note="bandwidth 50.0 GB/s (x) ÷ 250.0 MB weights read per token"),
+        _row("decode_roofline_tok_s", 200, note="bandwidth 50.0 GB/s (x) ÷ weight bytes/token"),
         _row("acc", 0.9, scenario="accuracy", labels={"task": "t"}),
         _row("acc_norm", 0.5, scenario="accuracy", labels={"task": "t"}),  # preferred where the task has it
         _row("decode_tok_s", 80, device="ep", scenario="serving", variant={"backend": "openai"}),
         _row("requests_ok", 8, device="ep", scenario="serving", variant={"backend": "openai"}),
     ])
-    ct = cost.build(df, A, profs, prices)
+    infos = {"local-cpulatency": {"model": {"weights_per_token_bytes": 250e6}, "threads": 2}}  # as the worker stores
+    ct = cost.build(df, A, profs, prices, infos)
     by = {(r["device"], r["kind"]): r for r in ct.rows}
     host = by[("local-cpu", "device (measured host)")]
     assert host["j_per_token"] == pytest.approx(10 * 0.004375)  # 2 cores × 5 W, estimated
@@ -105,3 +106,25 @@ def test_a_projection_profile_never_runs_on_the_host():
     from slmbench.errors import Unsupported
     with pytest.raises(Unsupported, match="projections"):
         make_adapter(load_profile("phone-galaxy-s24-ultra")).setup()
+
+
+def test_threads_and_bytes_per_token_come_from_the_job_not_the_reader():
+    """The job's own record decides (info.threads, info.model.weights_per_token_bytes); an older run without it
+    falls back to the profile's cores, then to the CPUs of the machine that ran it (its manifest), never to the
+    machine rendering the report. No bytes/token recorded: no projection, and a note says why."""
+    prof = {"local-cpu": DeviceProfile(name="local-cpu", adapter="cpu", per_core_active_w=5),
+            "phone-x": DeviceProfile(name="phone-x", adapter="profile", memory_bandwidth_gbs=25, active_w=5)}
+    df = pd.DataFrame([_row("decode_tok_s", 100), _row("prefill_tok_s", 400), _row("decode_roofline_frac", 0.5)])
+    spt = 0.75 / 400 + 0.25 / 100
+
+    def host(infos=None, manifest=None):
+        ct = cost.build(df, A, prof, {}, infos, manifest)
+        return next(r for r in ct.rows if r["kind"] == "device (measured host)"), ct
+    r, ct = host({"local-cpulatency": {"threads": 3, "model": {"weights_per_token_bytes": 100e6}}})
+    assert r["j_per_token"] == pytest.approx(3 * 5 * spt) and "3 cores" in r["power_source"]
+    assert any(x["device"] == "phone-x" for x in ct.rows)
+    r, ct = host({"local-cpulatency": {"device": {"threads": 6}}})  # older runs: the cpu adapter's record
+    assert r["j_per_token"] == pytest.approx(6 * 5 * spt)
+    assert not any(x["device"] == "phone-x" for x in ct.rows) and "no bytes/token" in " ".join(ct.notes)
+    r, _ = host(manifest={"host": {"logical_cpus": 64}})  # nothing recorded: the run's machine
+    assert r["j_per_token"] == pytest.approx(64 * 5 * spt)

@@ -101,3 +101,24 @@ def test_interrupted_in_the_qat_phase_resumes_to_the_same_student(tiny, tmp_path
 def _weights(b):
     from safetensors.torch import load_file
     return load_file(str(b.model_dir / "model.safetensors"))
+
+
+def test_float_and_qat_runs_share_the_factory_loop():
+    """factory.train.fit is the factory's loop on plain batches: the factory's schedule, and a run with QAT from
+    step 4 matches the float run step for step until then (what factory.ptq_vs_qat's branches rely on)."""
+    import copy
+    from transformers import AutoModelForCausalLM
+    from slmbench.factory.recipe import Train
+    from slmbench.factory.train import fit, lr_at
+    from slmbench.models.random_init import make_config
+    torch.manual_seed(0)
+    init = AutoModelForCausalLM.from_config(make_config({}), dtype=torch.float32)
+    xs = [torch.randint(0, 256, (2, 16)) for _ in range(6)]
+    t = Train(lr=1e-2, warmup_steps=2)
+    f, q = copy.deepcopy(init), copy.deepcopy(init)
+    sf, sq = fit(f, xs, 6, t), fit(q, xs, 6, t, scheme="int8da_int4w", qat_from=4)
+    lf, lq = [r["loss"] for r in sf["log"]], [r["loss"] for r in sq["log"]]
+    assert lf[:4] == pytest.approx(lq[:4], rel=1e-6) and lf[4] != pytest.approx(lq[4], rel=1e-6)
+    assert [r["lr"] for r in sf["log"]] == [lr_at(t, s, 6) for s in range(6)] == [r["lr"] for r in sq["log"]]
+    assert sq["qat"] == {"scheme": "int8da_int4w", "start_step": 4, "start_tokens": 4 * 32, "steps": 2}
+    assert "qat" not in sf and type(q.model.layers[0].mlp.up_proj) is torch.nn.Linear  # stripped back to float

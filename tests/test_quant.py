@@ -50,7 +50,7 @@ def test_torch_scheme_runs_and_reports_its_bytes(scheme, tiny_dir, adapter):
     eng = _engine(spec, Variant(quantization=scheme), adapter)
     ref = _engine(spec, Variant(), adapter)
     ids = eng.prompt_ids(12)
-    from slmbench.backends.torch_hf import TokenClock
+    from slmbench.contracts import TokenClock
     clock = TokenClock()
     eng.generate(ids, 4, clock)
     assert len(clock.times) == 4
@@ -91,14 +91,17 @@ def test_qat_phase_trains_strips_and_quantizes_like_ptq():
     import torch
     from transformers import AutoModelForCausalLM
 
+    from slmbench.factory.recipe import Train
+    from slmbench.factory.train import fit
     from slmbench.models.random_init import make_config
     from slmbench.quant import ptq, qat
     torch.manual_seed(0)
     m = AutoModelForCausalLM.from_config(make_config({}), dtype=torch.float32)
     before = m.model.layers[0].mlp.up_proj.weight.detach().clone()
     x = torch.randint(0, 256, (4, 32))
-    r = qat.train(m, iter(lambda: x, None), "int8da_int4w", steps=4, lr=1e-2)
-    assert len(r["losses"]) == 4 and r["losses"][-1] < r["losses"][0]
+    st = fit(m, iter(lambda: x, None), 4, Train(lr=1e-2, warmup_steps=1), scheme="int8da_int4w")  # QAT from step 0
+    losses = [r["loss"] for r in st["log"]]
+    assert len(losses) == 4 and losses[-1] < losses[0] and st["qat"]["start_step"] == 0
     lin = m.model.layers[0].mlp.up_proj
     assert type(lin) is torch.nn.Linear and not torch.equal(lin.weight, before)  # stripped, and trained
     assert m.lm_head.weight is m.model.embed_tokens.weight  # still tied: exports like any float model
@@ -150,7 +153,7 @@ def test_llamacpp_engine_matches_torch_and_runs_the_scenario_contract(tiny_dir, 
         b, _ = ref.loglikelihood(ids[:ctx_n], ids[ctx_n:])
         assert a == pytest.approx(b, abs=2e-3)
     # greedy generation agrees with transformers on the first tokens
-    from slmbench.backends.torch_hf import TokenClock
+    from slmbench.contracts import TokenClock
     clock = TokenClock()
     out = eng.generate(ids, 6, clock)
     hf = ref.generate(ids, 6).sequences[0, len(ids):].tolist()

@@ -219,11 +219,11 @@ def test_remote_code_runs_only_when_the_suite_opts_in(tmp_path, slm_env, monkeyp
     assert rc == 2 and "models[0].trust_remote_code" in err and "refused" in err, err
     # The backend itself refuses too (defence in depth): loading without the opt-in never imports the code.
     from slmbench.adapters import load_profile, make_adapter
-    from slmbench.backends.torch_hf import load
+    from slmbench.backends.torch_hf import TorchEngine
     from slmbench.models import ModelFiles
     from slmbench.plan import Variant
     with pytest.raises(Exception, match="trust_remote_code"):
-        load(ModelFiles(hf_dir=model, tokenizer_dir=model), Variant(), make_adapter(load_profile("local-cpu")))
+        TorchEngine.load(ModelFiles(hf_dir=model, tokenizer_dir=model), Variant(), make_adapter(load_profile("local-cpu")))
     assert not marker.exists()
     # Opted in: the suite validates, the job runs the model's own code and measures it.
     suite = tiny_suite(tmp_path, models=[{**entry, "trust_remote_code": True}], name="remote")

@@ -208,7 +208,7 @@ def test_smollm2_with_its_truncated_self_is_lossless(slm_env):
     """The real target with its first 8 layers as draft: token-identical greedy output, some drafts accepted."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from slmbench.backends.torch_hf import PROMPT_TEXT
+    from slmbench.contracts.engine import PROMPT_TEXT
     from slmbench.models import smollm2
     d = str(smollm2.hf_dir())
     target = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()

@@ -1,4 +1,4 @@
-"""Cloud: any OpenAI-compatible HTTP endpoint as a device (adapter `cloud`) and a runtime (backend `openai`).
+"""Cloud: any OpenAI-compatible HTTP endpoint as a device (adapter `cloud`); its runtime is backends/openai.py.
 
 A profile (devices/<name>.yaml, `adapter: cloud`) holds the endpoint under `extra:` (see CloudSettings): base URL
 (or the name of an environment variable that overrides it), served model, the NAME of the environment variable
@@ -26,7 +26,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import JobError, Unsupported
-from . import host_info, register_adapter
+from ..contracts import Adapter, register_adapter
+from ..contracts.adapter import ENDPOINT
+from . import host_info
 
 
 class CloudSettings(BaseModel):
@@ -312,26 +314,27 @@ def _take_body(data, reply: Reply, s: CloudSettings) -> None:
 
 # --- the device ------------------------------------------------------------------------------------------------
 
-@register_adapter("cloud")
-class CloudAdapter:
+@register_adapter
+class CloudAdapter(Adapter):
     """Cost is read from the bill (devices/cloud price tables), not from a counter here: no energy, no memory."""
+    name = "cloud"
+    capabilities = frozenset({ENDPOINT})  # requests only: no weights run here, no counters to read
     torch_device = "cpu"  # tokenizer work only
     memory_kind = "none"
 
     def __init__(self, profile, threads: int | None = None):
-        self.profile = profile
-        self.threads = threads or 1
+        super().__init__(profile, threads or 1)
         self.settings = settings_of(profile)
 
-    @staticmethod
-    def check_profile(profile, file: str) -> None:
+    @classmethod
+    def check_profile(cls, profile, file: str) -> None:
         from pydantic import ValidationError
         from ..errors import UserError
-        from ..plan import _first_error
+        from ..yamlio import first_error
         try:
             settings_of(profile)
         except ValidationError as e:
-            loc, msg = _first_error(e)
+            loc, msg = first_error(e)
             raise UserError(msg, file=file, field=f"extra.{loc}")
 
     def setup(self) -> None:
@@ -339,24 +342,6 @@ class CloudAdapter:
 
     def client(self, log=lambda m: None) -> Client:
         return Client(self.settings, log)
-
-    def sync(self) -> None:
-        pass
-
-    def energy_meter(self):
-        return None  # the server's energy is not ours to read
-
-    def reset_peak_memory(self) -> bool:
-        return False
-
-    def peak_memory_bytes(self) -> int:
-        return 0
-
-    def memory_bytes(self) -> int:
-        return 0
-
-    def bandwidth(self) -> dict | None:
-        return None
 
     def info(self) -> dict:
         s = self.settings
@@ -369,118 +354,3 @@ class CloudAdapter:
                 "api_key_env": s.api_key_env, "api_key_set": bool(api_key(s)), "price": s.price,
                 "concurrency": s.concurrency, "timeout_s": s.timeout_s, "retries": s.retries,
                 "client_host": {k: h[k] for k in ("hostname", "cpu_model", "logical_cpus")}}
-
-
-# --- the runtime: scenarios see an Engine ------------------------------------------------------------------------
-
-class CloudEngine:
-    """The Engine interface over HTTP. Prompts are built with the served model's tokenizer (exact token counts);
-    what the server counted comes back in `usage` and is what rows report."""
-    backend = "openai"
-
-    def __init__(self, tokenizer, variant, adapter, origin: str):
-        self.tokenizer, self.variant, self.adapter, self.origin = tokenizer, variant, adapter, origin
-        self.client = adapter.client(log=lambda m: print(m, flush=True))
-        self.replies: list[Reply] = []  # every request this job made, for scenarios that report them
-        self._n = 0
-        # Fixed length on any OpenAI-compatible server: special tokens (EOS among them) get logit bias −100.
-        ids = sorted(set(getattr(tokenizer, "all_special_ids", []) or []))[:50]
-        self.no_eos = {"logit_bias": {str(i): -100 for i in ids}} if ids and adapter.settings.fixed_length else {}
-
-    def prompt_ids(self, n: int) -> list[int]:
-        from ..backends.torch_hf import PROMPT_TEXT
-        ids = self.tokenizer(PROMPT_TEXT, add_special_tokens=False)["input_ids"]
-        while len(ids) < n:
-            ids = ids + ids
-        return ids[:n]
-
-    def text(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
-
-    def request(self, ids: list[int], n_new: int, stream: bool = True) -> Reply:
-        """A request number leads the prompt: servers that keep the previous prompt's KV cache (llama-cpp-python
-        does, whatever cache_prompt says) would otherwise skip the prefill of a repeated prompt."""
-        self._n += 1
-        return self.send(f"[{self._n}] " + self.text(ids), n_new, stream)
-
-    def send(self, prompt: str, n_new: int, stream: bool = True) -> Reply:
-        r = self.client.complete(prompt, n_new, stream=stream, cache_prompt=False, **self.no_eos)
-        self.replies.append(r)
-        return r
-
-    def prefill(self, ids: list[int], past=None):
-        """One 1-token request: the server's prompt processing plus one step (and the network). No KV is kept
-        between requests, so `past` is the id prefix the next request re-sends."""
-        prefix = list(past or [])
-        if ids:
-            self.request(prefix + list(ids), 1, stream=False)
-        return prefix + list(ids)
-
-    def generate(self, ids: list[int], n_new: int, clock=None, past=None):
-        r = self.request(list(ids), n_new)
-        if clock is not None:
-            clock.times = list(r.token_times)
-        got = r.completion_tokens if r.completion_tokens is not None else len(r.token_times)
-        if clock is not None and (len(r.token_times) != n_new or got != n_new):
-            raise Unsupported(f"endpoint streamed {len(r.token_times)} chunks / {got} tokens for {n_new} asked: "
-                              "per-token latency needs one token per event and a fixed length (scenario "
-                              "`serving` reports what any endpoint returns)")
-        return r
-
-    def weight_bytes_per_token(self) -> int:
-        return 0  # unknown: the server's weights are not ours to count
-
-    def describe(self) -> dict:
-        s = self.adapter.settings
-        return {"backend": "openai", "endpoint": public_url(self.client.url), "model": self.client.model,
-                "tokenizer_from": self.origin, "stands_in_for": s.stands_in_for, "price": s.price}
-
-    def lm_eval_model(self, batch_size=1):
-        """lm-eval's own OpenAI-compatible model on this endpoint (generation tasks; log-likelihood tasks only
-        where the profile says the endpoint returns correct prompt logprobs)."""
-        return lm_eval_model(self.adapter.settings, self.client, self.tokenizer, batch_size)
-
-
-def lm_eval_model(s: CloudSettings, client: Client, tokenizer, batch_size=1):
-    from lm_eval.models.openai_completions import LocalCompletionsAPI
-
-    class EndpointLM(LocalCompletionsAPI):
-        @property
-        def api_key(self):  # from our env var at call time; lm-eval would read OPENAI_API_KEY
-            return api_key(s) or ""
-
-        def loglikelihood(self, requests, **kw):
-            if not s.prompt_logprobs:
-                raise Unsupported(f"{public_url(client.url)} returns no (correct) prompt logprobs: log-likelihood "
-                                  "tasks cannot run through it; run generation tasks, or the model on a device")
-            return super().loglikelihood(requests, **kw)
-
-    lm = EndpointLM(base_url=f"{client.url}/completions", model=client.served_model(),
-                    tokenizer_backend=None, tokenized_requests=False, num_concurrent=s.concurrency,
-                    max_retries=s.retries + 1, timeout=int(s.timeout_s), batch_size=1,
-                    eos_string=getattr(tokenizer, "eos_token", None))
-    return lm
-
-
-def _load_backend():
-    from ..backends import register_backend
-
-    @register_backend("openai")
-    def load(files, variant, adapter, progress=print) -> CloudEngine:
-        if not isinstance(adapter, CloudAdapter):
-            raise Unsupported("backend 'openai' runs on a cloud device (a profile with adapter: cloud)")
-        # The endpoint serves what it serves: a knob may only restate what the profile declares it serves.
-        serves = adapter.settings.same_weights_as
-        changed = {k: v for k, v in variant.model_dump(exclude_defaults=True).items()
-                   if k not in ("backend", "threads") and serves.get(k) != v}
-        if changed:
-            raise Unsupported(f"knobs {sorted(changed)} cannot apply to an endpoint (profile {adapter.profile.name} "
-                              f"declares it serves {serves or 'no particular variant'})")
-        if files.tokenizer_dir is None:
-            raise Unsupported("backend 'openai' needs the served model's tokenizer (a model source with one)")
-        from transformers import AutoTokenizer
-        tok = AutoTokenizer.from_pretrained(str(files.tokenizer_dir))
-        return CloudEngine(tok, variant, adapter, files.origin)
-
-
-_load_backend()

@@ -2,11 +2,12 @@
 estimate. Nothing runs beside the model while it is measured: no sampler thread, no tracker process."""
 from __future__ import annotations
 
-import os
 import resource
 from pathlib import Path
 
-from . import host_info, register_adapter
+from ..contracts import Adapter, effective_threads, register_adapter
+from ..contracts.adapter import BANDWIDTH, ENERGY, HOST_CPU, MEMORY, RUNS_MODELS
+from . import host_info
 from .energy import rapl_or_estimate
 
 
@@ -35,20 +36,19 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-@register_adapter("cpu")
-class CpuAdapter:
+@register_adapter
+class CpuAdapter(Adapter):
+    name = "cpu"
+    capabilities = frozenset({RUNS_MODELS, HOST_CPU, MEMORY, ENERGY, BANDWIDTH})
     torch_device = "cpu"
+    memory_kind = "rss"
 
     def __init__(self, profile, threads: int | None = None):
-        self.profile = profile
-        self.threads = threads or profile.cores or len(os.sched_getaffinity(0))
+        super().__init__(profile, effective_threads(profile, threads))
 
     def setup(self) -> None:
         import torch
         torch.set_num_threads(self.threads)
-
-    def sync(self) -> None:
-        pass
 
     def energy_meter(self):
         return rapl_or_estimate(self.profile.per_core_active_w)
@@ -61,8 +61,6 @@ class CpuAdapter:
 
     def memory_bytes(self) -> int:
         return rss_bytes()
-
-    memory_kind = "rss"
 
     def bandwidth(self) -> dict | None:
         from .bandwidth import cached

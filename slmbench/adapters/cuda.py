@@ -1,7 +1,9 @@
 """CUDA GPU: torch timing with synchronisation, torch peak memory, NVML's total-energy counter (nvidia-ml-py)."""
 from __future__ import annotations
 
-from . import host_info, register_adapter
+from ..contracts import Adapter, register_adapter
+from ..contracts.adapter import BANDWIDTH, ENERGY, MEMORY, RUNS_MODELS
+from . import host_info
 
 
 class NvmlEnergy:
@@ -20,14 +22,15 @@ class NvmlEnergy:
         return self._nv.nvmlDeviceGetTotalEnergyConsumption(self._h) / 1000.0
 
 
-@register_adapter("cuda")
-class CudaAdapter:
+@register_adapter
+class CudaAdapter(Adapter):
+    name = "cuda"
+    capabilities = frozenset({RUNS_MODELS, MEMORY, ENERGY, BANDWIDTH})
     torch_device = "cuda"
     memory_kind = "cuda_allocated"
 
     def __init__(self, profile, threads: int | None = None):
-        self.profile = profile
-        self.threads = threads
+        super().__init__(profile, threads)
         self.index = int(profile.extra.get("index", 0))
 
     def setup(self) -> None:

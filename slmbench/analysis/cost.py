@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
 from ..settings import devices_dir
+from .rows import job_threads, variant_name, weights_per_token_bytes
 
 
 class Assumptions(BaseModel):
@@ -155,11 +156,6 @@ class CostTable:
     profiles: dict = field(default_factory=dict, repr=False)  # name -> DeviceProfile, for the sources list
 
 
-def _variant_name(v: str) -> str:
-    from ..report.tables import variant_name  # pure formatting helper, shared with the main table
-    return variant_name(v)
-
-
 def _val(g: pd.DataFrame, metric: str, scenario: str | None = None):
     sub = g[(g["metric"] == metric) & (g["status"] == "ok")]
     if scenario:
@@ -182,100 +178,147 @@ def _quality(g: pd.DataFrame) -> tuple[float | None, str]:
     return float(acc["value"].mean()), "lm-eval: " + "; ".join(parts) + (" (mean used)" if len(parts) > 1 else "")
 
 
+def _knobs(vname: str) -> frozenset:
+    """A variant name as a set of knob=value: equal whatever order the knobs were written in."""
+    return frozenset(vname.split(","))
+
+
+def _info(g: pd.DataFrame, infos: dict, scenario: str) -> dict:
+    """What the group's `scenario` job recorded about itself (Store.job_info), {} when unknown."""
+    ids = g.loc[g["scenario"] == scenario, "job_id"]
+    return next((infos[j] for j in ids if j in infos), {})
+
+
+@dataclass
+class _Inputs:
+    """Everything a cost row is computed from, besides the run's rows."""
+    a: Assumptions
+    profiles: dict
+    prices: dict
+    infos: dict  # job_id → the job's info (Store.job_info)
+    manifest: dict | None
+    quality_of: dict = field(default_factory=dict)  # (model, variant) → (quality, text), measured on the host
+
+    @property
+    def host(self):
+        return self.profiles.get(self.a.host_device)
+
+    @property
+    def host_elec(self) -> float:
+        h = self.host
+        return h.electricity_usd_per_kwh if h and h.electricity_usd_per_kwh is not None else \
+            self.a.electricity_usd_per_kwh
+
+    def threads(self, g: pd.DataFrame, scenario: str, variant: dict, cores: int | None) -> int | None:
+        return job_threads(_info(g, self.infos, scenario), variant, cores, self.manifest)
+
+
 def build(df: pd.DataFrame, a: Assumptions | None = None, profiles: dict | None = None,
-          prices: dict | None = None) -> CostTable:
-    a = a or load_assumptions()
-    profiles = profiles if profiles is not None else load_profiles()
-    prices = prices if prices is not None else load_prices()
+          prices: dict | None = None, infos: dict | None = None, manifest: dict | None = None) -> CostTable:
+    """`infos`: job_id → the job's info (Store.job_info), for the threads it ran with and the bytes a decode step
+    reads; `manifest`: the run's, for runs older than those records."""
+    x = _Inputs(a or load_assumptions(), profiles if profiles is not None else load_profiles(),
+                prices if prices is not None else load_prices(), infos or {}, manifest)
     df = df.copy()
-    df["vname"] = df["variant"].map(_variant_name)
+    df["vname"] = df["variant"].map(variant_name)
+    groups = list(df.groupby(["model", "vname", "device"], sort=False))
     rows, notes = [], []
-    host = profiles.get(a.host_device)
-    host_elec = (host.electricity_usd_per_kwh if host and host.electricity_usd_per_kwh is not None
-                 else a.electricity_usd_per_kwh)
-    quality_of: dict = {}
-    targets = [profiles[n] for n in (a.project_to or sorted(profiles))
-               if n in profiles and profiles[n].adapter == "profile"]
+    for (model, vname, dev), g in groups:  # measured host variants first: endpoints borrow their quality
+        rows += _host_rows(x, model, vname, dev, g, notes)
+    for (model, vname, dev), g in groups:
+        rows += _endpoint_rows(x, model, vname, dev, g)
+    rows += _price_rows(x)
+    _totals(x.a, rows)
+    return CostTable(rows, _break_even(x.a, rows, x.prices, x.profiles), x.a, notes, x.profiles)
 
-    # measured host variants, then their projections
-    for (model, vname, dev), g in df.groupby(["model", "vname", "device"], sort=False):
-        prof = profiles.get(dev)
-        if not prof or prof.adapter not in ("cpu", "cuda"):
-            continue
-        dec, pre = _val(g, "decode_tok_s", "latency"), _val(g, "prefill_tok_s", "latency")
-        q, qtext = _quality(g)
-        variant = json.loads(g.iloc[0]["variant"])
-        quality_of[(model, vname)] = (q, qtext)
-        if dec is None:
-            continue
-        threads = variant.get("threads") or prof.cores or _host_threads(g)
-        active_w = prof.active_w or (prof.per_core_active_w * threads if prof.per_core_active_w else None)
-        spt = seconds_per_token(a, pre, dec)
-        base = {"model": model, "variant": vname, "quality": q, "quality_text": qtext, "api_usd_per_m": 0.0}
-        rows.append({**base, "device": dev, "kind": "device (measured host)", "source": "measured",
-                     "decode_tok_s": dec, "prefill_tok_s": pre, "ttft_ms": _val(g, "ttft_ms", "latency"),
-                     **device_costs(a, spt, active_w, prof.battery_wh, prof.price_usd, prof.lifetime_years, host_elec),
-                     "power_source": f"estimated: {threads} cores × {prof.per_core_active_w:g} W" if not prof.active_w
-                     and prof.per_core_active_w else "profile"})
-        frac = _val(g, "decode_roofline_frac", "latency")
-        bpt = _bytes_per_token(g, threads)
-        if not (frac and bpt):
-            notes.append(f"{model} [{vname}]: no roofline rows (bandwidth not measured): not projected")
-            continue
-        for p in targets:
-            if not p.memory_bandwidth_gbs:
-                continue
-            pj = project(dec, pre, frac, bpt, a.host_compute_gflops, p)
-            spt = seconds_per_token(a, pj["prefill_tok_s"], pj["decode_tok_s"])
-            elec = p.electricity_usd_per_kwh if p.electricity_usd_per_kwh is not None else a.electricity_usd_per_kwh
-            rows.append({**base, "device": p.name, "kind": "device (projected)", "source": "projected", **pj,
-                         "ttft_ms": None, "power_source": "profile",
-                         **device_costs(a, spt, p.active_w, p.battery_wh, p.price_usd, p.lifetime_years, elec)})
 
-    # endpoints measured through the cloud adapter (e.g. the local llama.cpp server standing in for a cloud model)
-    for (model, vname, dev), g in df.groupby(["model", "vname", "device"], sort=False):
-        prof = profiles.get(dev)
-        if not prof or prof.adapter != "cloud":
+def _host_rows(x: _Inputs, model: str, vname: str, dev: str, g: pd.DataFrame, notes: list) -> list[dict]:
+    """A variant measured on the host (cpu/cuda adapter), then its projection onto each target profile."""
+    a, prof = x.a, x.profiles.get(dev)
+    if not prof or prof.adapter not in ("cpu", "cuda"):
+        return []
+    dec, pre = _val(g, "decode_tok_s", "latency"), _val(g, "prefill_tok_s", "latency")
+    q, qtext = _quality(g)
+    x.quality_of[(model, _knobs(vname))] = (q, qtext)
+    if dec is None:
+        return []
+    threads = x.threads(g, "latency", json.loads(g.iloc[0]["variant"]), prof.cores)
+    active_w = prof.active_w or (prof.per_core_active_w * threads if prof.per_core_active_w and threads else None)
+    base = {"model": model, "variant": vname, "quality": q, "quality_text": qtext, "api_usd_per_m": 0.0}
+    out = [{**base, "device": dev, "kind": "device (measured host)", "source": "measured",
+            "decode_tok_s": dec, "prefill_tok_s": pre, "ttft_ms": _val(g, "ttft_ms", "latency"),
+            **device_costs(a, seconds_per_token(a, pre, dec), active_w, prof.battery_wh, prof.price_usd,
+                           prof.lifetime_years, x.host_elec),
+            "power_source": f"estimated: {threads} cores × {prof.per_core_active_w:g} W" if not prof.active_w
+            and active_w else "profile"}]
+    frac, bpt = _val(g, "decode_roofline_frac", "latency"), weights_per_token_bytes(_info(g, x.infos, "latency"))
+    if not (frac and bpt):
+        why = "no roofline rows (bandwidth not measured)" if not frac else "no bytes/token in the job's info"
+        notes.append(f"{model} [{vname}]: {why}: not projected")
+        return out
+    targets = [x.profiles[n] for n in (a.project_to or sorted(x.profiles))
+               if n in x.profiles and x.profiles[n].adapter == "profile"]
+    for p in targets:
+        if not p.memory_bandwidth_gbs:
             continue
-        ex = prof.extra
-        srv = g[g["scenario"] == "serving"]
-        same = ex.get("same_weights_as") or {}
-        q, qtext = _quality(g)
-        if q is None and same:
-            key = (same.get("model", model), _variant_name(json.dumps({k: v for k, v in same.items() if k != "model"})))
-            q, qtext = quality_of.get(key, (None, ""))
-            qtext = f"{qtext} (same weights, measured on the host)" if qtext else ""
-        entry = prices.get(ex.get("price") or "")
-        api = cloud_usd_per_m(a, entry[1]) if entry else None
-        dec = _val(srv, "decode_tok_s") or _val(g, "decode_tok_s", "latency")
-        pre = _val(g, "prefill_tok_s", "latency")
-        ok = _val(srv, "requests_ok")
-        fails = srv[(srv["metric"] == "requests_failed") & (srv["status"] == "ok")]["value"].sum()
-        row = {"model": model, "variant": ex.get("stands_in_for") or vname, "device": dev,
-               "kind": "cloud (measured endpoint)", "source": "measured", "quality": q, "quality_text": qtext,
-               "decode_tok_s": dec, "prefill_tok_s": pre, "ttft_ms": _val(srv, "ttft_ms") or _val(g, "ttft_ms"),
-               "e2e_ms": _val(srv, "e2e_ms"), "api_usd_per_m": api, "j_per_token": None, "battery_pct_per_1k": None,
-               "electricity_usd_per_m": None, "hardware_usd_per_m": None,
-               "requests": f"{int(ok or 0)} ok, {int(fails)} failed" if len(srv) else ""}
-        if entry and entry[0].provider == "local" and host and dec:
-            # Self-hosted on this machine: no bill, but the operator pays the host's electricity (estimated from
-            # the host profile's power at the endpoint's measured speed, HTTP included). Vendor side, not the user's.
-            w = host.active_w or (host.per_core_active_w * _host_threads(g) if host.per_core_active_w else None)
-            c = device_costs(a, seconds_per_token(a, pre, dec), w, None, None, None, host_elec)
-            row.update(j_per_token=c["j_per_token"], api_usd_per_m=(api or 0) + (c["electricity_usd_per_m"] or 0),
-                       self_hosted=True)
-        rows.append(row)
+        pj = project(dec, pre, frac, bpt, a.host_compute_gflops, p)
+        spt = seconds_per_token(a, pj["prefill_tok_s"], pj["decode_tok_s"])
+        elec = p.electricity_usd_per_kwh if p.electricity_usd_per_kwh is not None else a.electricity_usd_per_kwh
+        out.append({**base, "device": p.name, "kind": "device (projected)", "source": "projected", **pj,
+                    "ttft_ms": None, "power_source": "profile",
+                    **device_costs(a, spt, p.active_w, p.battery_wh, p.price_usd, p.lifetime_years, elec)})
+    return out
 
-    # price-table models: list prices only (not reachable from here)
-    for key, (t, e) in prices.items():
-        if t.provider == "local":
-            continue
-        rows.append({"model": e.model, "variant": t.provider, "device": "cloud", "kind": "cloud (price table)",
-                     "source": "price table", "quality": None, "quality_text": "", "decode_tok_s": None,
-                     "prefill_tok_s": None, "ttft_ms": None, "api_usd_per_m": cloud_usd_per_m(a, e),
-                     "j_per_token": None, "battery_pct_per_1k": None, "electricity_usd_per_m": None,
-                     "hardware_usd_per_m": None, "price_date": e.date, "price_source": e.source})
 
+def _endpoint_rows(x: _Inputs, model: str, vname: str, dev: str, g: pd.DataFrame) -> list[dict]:
+    """An endpoint measured through the cloud adapter (e.g. the local llama.cpp server standing in for a cloud
+    model)."""
+    a, prof = x.a, x.profiles.get(dev)
+    if not prof or prof.adapter != "cloud":
+        return []
+    ex = prof.extra
+    srv = g[g["scenario"] == "serving"]
+    same = ex.get("same_weights_as") or {}
+    q, qtext = _quality(g)
+    if q is None and same:
+        knobs = variant_name(json.dumps({k: v for k, v in same.items() if k != "model"}))
+        q, qtext = x.quality_of.get((same.get("model", model), _knobs(knobs)), (None, ""))
+        qtext = f"{qtext} (same weights, measured on the host)" if qtext else ""
+    entry = x.prices.get(ex.get("price") or "")
+    api = cloud_usd_per_m(a, entry[1]) if entry else None
+    dec = _val(srv, "decode_tok_s") or _val(g, "decode_tok_s", "latency")
+    pre = _val(g, "prefill_tok_s", "latency")
+    ok = _val(srv, "requests_ok")
+    fails = srv[(srv["metric"] == "requests_failed") & (srv["status"] == "ok")]["value"].sum()
+    row = {"model": model, "variant": ex.get("stands_in_for") or vname, "device": dev,
+           "kind": "cloud (measured endpoint)", "source": "measured", "quality": q, "quality_text": qtext,
+           "decode_tok_s": dec, "prefill_tok_s": pre, "ttft_ms": _val(srv, "ttft_ms") or _val(g, "ttft_ms"),
+           "e2e_ms": _val(srv, "e2e_ms"), "api_usd_per_m": api, "j_per_token": None, "battery_pct_per_1k": None,
+           "electricity_usd_per_m": None, "hardware_usd_per_m": None,
+           "requests": f"{int(ok or 0)} ok, {int(fails)} failed" if len(srv) else ""}
+    host = x.host
+    if entry and entry[0].provider == "local" and host and dec:
+        # Self-hosted on this machine: no bill, but the operator pays the host's electricity (estimated from
+        # the host profile's power at the endpoint's measured speed, HTTP included). Vendor side, not the user's.
+        t = x.threads(g, "serving", {}, host.cores)
+        w = host.active_w or (host.per_core_active_w * t if host.per_core_active_w and t else None)
+        c = device_costs(a, seconds_per_token(a, pre, dec), w, None, None, None, x.host_elec)
+        row.update(j_per_token=c["j_per_token"], api_usd_per_m=(api or 0) + (c["electricity_usd_per_m"] or 0),
+                   self_hosted=True)
+    return [row]
+
+
+def _price_rows(x: _Inputs) -> list[dict]:
+    """Price-table models: list prices only (not reachable from here)."""
+    return [{"model": e.model, "variant": t.provider, "device": "cloud", "kind": "cloud (price table)",
+             "source": "price table", "quality": None, "quality_text": "", "decode_tok_s": None,
+             "prefill_tok_s": None, "ttft_ms": None, "api_usd_per_m": cloud_usd_per_m(x.a, e),
+             "j_per_token": None, "battery_pct_per_1k": None, "electricity_usd_per_m": None,
+             "hardware_usd_per_m": None, "price_date": e.date, "price_source": e.source}
+            for t, e in x.prices.values() if t.provider != "local"]
+
+
+def _totals(a: Assumptions, rows: list[dict]) -> None:
     tokens_per_answer = a.answer_prompt_tokens + a.answer_output_tokens
     for r in rows:
         user = sum(x for x in (r.get("electricity_usd_per_m"), r.get("hardware_usd_per_m")) if x is not None)
@@ -285,9 +328,6 @@ def build(df: pd.DataFrame, a: Assumptions | None = None, profiles: dict | None 
         r["usd_per_answer"] = per_answer
         r["usd_per_correct"] = per_answer / r["quality"] if r.get("quality") else None
         r["usd_per_correct_is_bound"] = not r.get("quality")  # ≥ per-answer cost: accuracy ≤ 1
-
-    be = _break_even(a, rows, prices, profiles)
-    return CostTable(rows, be, a, notes, profiles)
 
 
 def _break_even(a: Assumptions, rows: list[dict], prices: dict, profiles: dict) -> list[dict]:
@@ -308,26 +348,6 @@ def _break_even(a: Assumptions, rows: list[dict], prices: dict, profiles: dict) 
                         "break_even_m_tokens": v / 1e6, "days_at_duty": days,
                         "within_lifetime": days <= (p.lifetime_years or 0) * 365})
     return out
-
-
-def _host_threads(g: pd.DataFrame) -> int:
-    import os
-    return len(os.sched_getaffinity(0))
-
-
-def _bytes_per_token(g: pd.DataFrame, threads: int) -> float | None:
-    """Weight bytes read per decoded token, as the latency scenario wrote it in the roofline row's note
-    ("bandwidth B GB/s (...) ÷ X MB weights read per token"); else host bandwidth (cache) ÷ roofline tok/s."""
-    import re
-    r = g[(g["metric"] == "decode_roofline_tok_s") & (g["status"] == "ok")]
-    if r.empty:
-        return None
-    m = re.search(r"÷ ([0-9.]+) MB weights", str(r.iloc[0]["note"]))
-    if m:
-        return float(m.group(1)) * 1e6
-    from ..adapters.bandwidth import cached
-    bw = cached(threads)
-    return bw["gbs"] * 1e9 / float(r.iloc[0]["value"]) if bw else None
 
 
 def check_sources(profile) -> list[str]:

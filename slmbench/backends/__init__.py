@@ -1,24 +1,18 @@
-"""Backends: the runtime that executes a model: transformers/torch, or llama.cpp (GGUF levels).
+"""Backends (contracts.engine.Engine): the runtime that executes a model. One class per file, registered in the
+BACKENDS registry; a variant's `backend:` knob names one, and the backend owns the variant's other knobs.
 
-A backend loads ModelFiles under a Variant onto a device adapter and returns an Engine (see torch_hf.Engine for
-the interface scenarios rely on). One registry: `@register_backend("torch")`.
+    torch     transformers + torch (torch_hf.py)
+    llamacpp  llama.cpp through llama-cpp-python, every GGUF level (llamacpp.py)
+    openai    any OpenAI-compatible HTTP endpoint (openai.py)
 """
 from __future__ import annotations
 
-BACKENDS: dict = {}
-
-
-def register_backend(name: str):
-    def deco(fn):
-        BACKENDS[name] = fn
-        return fn
-    return deco
+from ..contracts import BACKENDS
 
 
 def load_engine(files, variant, adapter, progress=print):
-    from . import llamacpp, torch_hf  # noqa: F401  (llamacpp imports llama_cpp only when loading)
-    from ..adapters import cloud  # noqa: F401  (registers backend openai: an OpenAI-compatible endpoint)
+    """The variant's backend loaded with `files` on `adapter` (raises Unsupported for what it cannot run)."""
     from ..errors import Unsupported
-    if variant.backend not in BACKENDS:
-        raise Unsupported(f"backend {variant.backend!r} is not available (known: {', '.join(sorted(BACKENDS))})")
-    return BACKENDS[variant.backend](files, variant, adapter, progress)
+    if variant.problem:
+        raise Unsupported(variant.problem)
+    return BACKENDS.get(variant.backend).load(files, variant, adapter, progress)

@@ -16,9 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+from typing import Literal
+
+from ..contracts import Engine, Knobs, register_backend
+from ..contracts.adapter import HOST_CPU, RUNS_MODELS
+from ..contracts.engine import GENERATE, KV_CACHE, LM_EVAL, LOGITS, LOGLIKELIHOOD, PREFILL, WEIGHTS
 from ..errors import Unsupported
-from . import register_backend
-from .torch_hf import PROMPT_TEXT
+from ..quant.gguf import LEVELS
 
 N_CTX = 2048  # KV cells allocated at load (resident: llama.cpp clears the buffer), enough for the scenarios here
 
@@ -40,8 +44,20 @@ class _LogitsModel:
         return SimpleNamespace(logits=torch.from_numpy(rows)[None])
 
 
-class Engine:
+class LlamaCppKnobs(Knobs):
+    # GGUF level (slmbench.quant.gguf); none = f32
+    quantization: Literal[("none", *LEVELS)] = "none"
+    load: Literal["mmap", "full"] = "mmap"
+
+
+@register_backend
+class LlamaCppEngine(Engine):
+    """llama.cpp through llama-cpp-python, on a GGUF exported from the model's HF directory at the asked level."""
+    name = "llamacpp"
     backend = "llamacpp"
+    Knobs = LlamaCppKnobs
+    requires_device = frozenset({RUNS_MODELS, HOST_CPU})  # the CPU build of llama.cpp
+    capabilities = frozenset({GENERATE, PREFILL, KV_CACHE, WEIGHTS, LOGLIKELIHOOD, LOGITS, LM_EVAL})
 
     def __init__(self, llm, tokenizer, variant, adapter, origin: str, gguf_path, level: str, build_s: float):
         import numpy as np
@@ -53,13 +69,6 @@ class Engine:
         self._np = np
         self.model = _LogitsModel(self)
         self._empty_state = self._seq_state_bytes()
-
-    # --- inputs ---------------------------------------------------------------------------------------------
-    def prompt_ids(self, n: int) -> list[int]:
-        ids = self.tokenizer(PROMPT_TEXT, add_special_tokens=False)["input_ids"]
-        while len(ids) < n:
-            ids = ids + ids
-        return ids[:n]
 
     # --- the context ----------------------------------------------------------------------------------------
     def _truncate(self, n: int) -> None:
@@ -155,6 +164,10 @@ class Engine:
         """An lm-eval LM scoring through this engine (loglikelihood tasks; generation is greedy)."""
         return _lm_class()(self)
 
+    @classmethod
+    def load(cls, files, variant, adapter, progress=print) -> "LlamaCppEngine":
+        return _load(files, variant, adapter, progress)
+
     # --- static facts ---------------------------------------------------------------------------------------
     def param_count(self) -> int:
         import llama_cpp
@@ -221,20 +234,9 @@ def _common_prefix(a, b) -> int:
     return i
 
 
-@register_backend("llamacpp")
-def load(files, variant, adapter, progress=print) -> Engine:
-    from ..quant.gguf import LEVELS, gguf_for
+def _load(files, variant, adapter, progress=print) -> LlamaCppEngine:
+    from ..quant.gguf import gguf_for
     level = "f32" if variant.quantization == "none" else variant.quantization
-    if level not in LEVELS:
-        raise Unsupported(f"quantization {variant.quantization!r} is not a GGUF level (llamacpp: "
-                          f"{', '.join(LEVELS)}); torch schemes run on backend 'torch'")
-    if variant.dtype != "fp32":
-        raise Unsupported("on llamacpp the GGUF level sets the weight type; leave dtype at fp32 (activations are F32)")
-    if variant.compile:
-        raise Unsupported("compile is a torch knob: llama.cpp always runs its own fused ggml graph")
-    if getattr(variant, "attention", "native") != "native":
-        raise Unsupported("attention: mha is a torch knob (KV heads repeated in the model); llama.cpp runs the "
-                          "model's own attention")
     try:
         import llama_cpp
     except ImportError as e:
@@ -247,7 +249,7 @@ def load(files, variant, adapter, progress=print) -> Engine:
                           n_threads_batch=adapter.threads, use_mmap=variant.load == "mmap", logits_all=False,
                           verbose=False)
     tok = AutoTokenizer.from_pretrained(str(files.tokenizer_dir))
-    return Engine(llm, tok, variant, adapter, f"{files.origin} → GGUF {level}", path, level, build_s)
+    return LlamaCppEngine(llm, tok, variant, adapter, f"{files.origin} → GGUF {level}", path, level, build_s)
 
 
 # --- lm-eval ------------------------------------------------------------------------------------------------------

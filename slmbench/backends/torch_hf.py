@@ -2,22 +2,15 @@
 streamer callback (one perf_counter per token), so the measured loop *is* `model.generate`."""
 from __future__ import annotations
 
-import time
+from typing import Literal
 
-from . import register_backend
+from ..contracts import Engine, Knobs, register_backend
+from ..contracts.adapter import RUNS_MODELS
+from ..contracts.engine import (GENERATE, KV_CACHE, LM_EVAL, LOGITS, LOGLIKELIHOOD, PREFILL, TORCH_MODEL, WEIGHTS,
+                                TokenClock)
+from ..quant.ptq import TORCH_SCHEMES
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-# A fixed public-domain passage (Austen, Pride and Prejudice, ch. 1) tiled to any prompt length; real text keeps
-# attention patterns and token statistics realistic. Tokenization is done before timing.
-PROMPT_TEXT = (
-    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of "
-    "a wife. However little known the feelings or views of such a man may be on his first entering a neighbourhood, "
-    "this truth is so well fixed in the minds of the surrounding families, that he is considered the rightful "
-    "property of some one or other of their daughters. \"My dear Mr. Bennet,\" said his lady to him one day, \"have "
-    "you heard that Netherfield Park is let at last?\" Mr. Bennet replied that he had not. \"But it is,\" returned "
-    "she; \"for Mrs. Long has just been here, and she told me all about it.\" Mr. Bennet made no answer. "
-)
 
 
 def _cache_kw() -> str:
@@ -26,44 +19,32 @@ def _cache_kw() -> str:
     return "cache" if "cache" in getattr(gu, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
-class TokenClock:
-    """A transformers streamer that timestamps each new token. The first put() is the prompt itself."""
-
-    def __init__(self, delay_s: float = 0.0):
-        self.times: list[float] = []
-        self._seen_prompt = False
-        self._delay = delay_s  # test-only injected slowdown per decoded token
-
-    def put(self, value):
-        if not self._seen_prompt:
-            self._seen_prompt = True
-            return
-        if self._delay and self.times:
-            time.sleep(self._delay)
-        self.times.append(time.perf_counter())
-
-    def end(self):
-        pass
-
-
 _CACHE_KW = _cache_kw()
 
 
-class Engine:
+class TorchKnobs(Knobs):
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    quantization: Literal[tuple(TORCH_SCHEMES)] = "none"  # slmbench.quant.ptq
+    compile: bool = False
+    load: Literal["mmap", "full"] = "mmap"  # weights memory-mapped, or read fully into memory
+    # mha: a GQA/MQA model with each KV head repeated (the same function, more KV cache): what GQA saves
+    attention: Literal["native", "mha"] = "native"
+
+
+@register_backend
+class TorchEngine(Engine):
+    """transformers + torch: `model.generate` timed by a streamer (one perf_counter per token)."""
+    name = "torch"
     backend = "torch"
+    Knobs = TorchKnobs
+    requires_device = frozenset({RUNS_MODELS})  # cpu or cuda: adapter.torch_device says which
+    capabilities = frozenset({GENERATE, PREFILL, KV_CACHE, WEIGHTS, LOGLIKELIHOOD, LOGITS, LM_EVAL, TORCH_MODEL})
 
     def __init__(self, model, tokenizer, variant, adapter, origin: str, n_params: int | None = None):
         self.model, self.tokenizer, self.variant, self.adapter, self.origin = model, tokenizer, variant, adapter, origin
         self._n_params = n_params  # counted before quantization (which may untie a shared embedding)
         self.config = model.config
         self.device = adapter.torch_device
-
-    # --- inputs ---------------------------------------------------------------------------------------------
-    def prompt_ids(self, n: int) -> list[int]:
-        ids = self.tokenizer(PROMPT_TEXT, add_special_tokens=False)["input_ids"]
-        while len(ids) < n:
-            ids = ids + ids
-        return ids[:n]
 
     # --- execution ------------------------------------------------------------------------------------------
     def generate(self, ids: list[int], n_new: int, clock: TokenClock | None = None, past=None):
@@ -173,6 +154,14 @@ class Engine:
         tgt = torch.tensor(continuation_ids, device=self.device)
         return float(logp.gather(1, tgt[:, None]).sum()), bool((logp.argmax(-1) == tgt).all())
 
+    def lm_eval_model(self, batch_size=1, **kw):
+        from ..lmeval_model import lm_class  # lm-eval's HFLM over this engine (keeps quantized heads)
+        return lm_class()(engine=self, batch_size=batch_size, **kw)
+
+    @classmethod
+    def load(cls, files, variant, adapter, progress=print) -> "TorchEngine":
+        return _load(files, variant, adapter, progress)
+
 
 def tensor_bytes(t) -> int:
     """Bytes a tensor stores: a torchao quantized tensor is the sum of its inner tensors (int data, scales...)."""
@@ -235,8 +224,7 @@ def expand_kv_heads(model) -> None:
     cfg.num_key_value_heads = h
 
 
-@register_backend("torch")
-def load(files, variant, adapter, progress=print) -> Engine:
+def _load(files, variant, adapter, progress=print) -> TorchEngine:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -250,12 +238,12 @@ def load(files, variant, adapter, progress=print) -> Engine:
     else:
         # load: mmap maps the safetensors file (pages come in on first touch); full reads it into memory first.
         model = AutoModelForCausalLM.from_pretrained(str(files.hf_dir), dtype=dtype,
-                                                     disable_mmap=getattr(variant, "load", "mmap") == "full",
+                                                     disable_mmap=variant.load == "full",
                                                      trust_remote_code=getattr(files, "trust_remote_code", False))
     model.eval().to(adapter.torch_device)
     tok = AutoTokenizer.from_pretrained(str(files.tokenizer_dir))
     n_params = sum(t.numel() for t in _weights(model))
-    if getattr(variant, "attention", "native") == "mha":
+    if variant.attention == "mha":
         expand_kv_heads(model)
     model = ptq.apply(model, variant.quantization, variant.dtype, adapter.torch_device)
     if variant.compile:
@@ -266,4 +254,4 @@ def load(files, variant, adapter, progress=print) -> Engine:
         gc.cache_implementation = "static"
         gc.compile_config = gc.compile_config or CompileConfig()
         gc.compile_config._compile_all_devices = True
-    return Engine(model, tok, variant, adapter, files.origin, n_params)
+    return TorchEngine(model, tok, variant, adapter, files.origin, n_params)

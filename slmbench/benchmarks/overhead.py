@@ -11,7 +11,7 @@ import time
 
 
 def measure(engine, prompt_tokens: int = 128, gen_tokens: int = 64, pairs: int = 10, warmup: int = 2) -> dict:
-    from ..backends.torch_hf import TokenClock
+    from ..contracts import TokenClock
     ids = engine.prompt_ids(prompt_tokens)
 
     def bare(n):

@@ -6,10 +6,11 @@ its store as the executor yields it; an executor never touches the store.
 
 An executor is a context manager (it owns its cluster connection, if any) with one method:
 
-    run(jobs, log_dir, starting) -> iterator of (job, started, (status, error, metrics, info)), in finishing order
+    run(jobs, log_dir, starting, progress) -> iterator of (job, started, JobResult), in finishing order
 
 `starting(i, job)` is called before the i-th job is started or submitted (the runner checks free space and shows
-progress there). Every job given is yielded exactly once, finished or failed — never silently dropped.
+progress there); `progress(job, msg)` relays a running job's own progress lines, where the executor can. Every job
+given is yielded exactly once, finished or failed — never silently dropped.
 """
 from __future__ import annotations
 
@@ -36,12 +37,13 @@ class LocalExecutor:
     def __exit__(self, *exc):
         return False
 
-    def run(self, jobs: list, log_dir: Path, starting: Callable = lambda i, job: None) -> Iterator[tuple]:
+    def run(self, jobs: list, log_dir: Path, starting: Callable = lambda i, job: None,
+            progress: Callable = lambda job, msg: None) -> Iterator[tuple]:
         from .local import run_job_process
         for i, job in enumerate(jobs):
             starting(i, job)
             started = time.time()
-            yield job, started, run_job_process(job, log_dir)
+            yield job, started, run_job_process(job, log_dir, lambda msg, job=job: progress(job, msg))
 
 
 def make_executor(name: str, address: str | None = None, jobs: list | None = None):

@@ -18,6 +18,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
+
+from ..contracts.result import JobResult
+from ..log import progress_of
 
 POLL_S = 0.2
 DEFAULT_MEMORY_FRACTION = 0.9  # cap when the suite sets none: keep the machine (and this parent) alive
@@ -30,8 +34,8 @@ def memory_cap_bytes(settings) -> int:
     return int(psutil.virtual_memory().total * DEFAULT_MEMORY_FRACTION)
 
 
-def run_job_process(job, log_dir: Path) -> tuple[str, str | None, list[dict], dict]:
-    """Returns (status, error, metrics, info). Never raises for a job's own failure."""
+def run_job_process(job, log_dir: Path, progress: Callable[[str], None] | None = None) -> JobResult:
+    """The job's result; never raises for a job's own failure. progress(msg): the job's own progress lines."""
     log_dir.mkdir(parents=True, exist_ok=True)
     limit = memory_cap_bytes(job.settings)
     info = {"limits": {"timeout_s": job.settings.timeout_s, "memory_cap_gb": round(limit / 1e9, 3)}}
@@ -46,31 +50,55 @@ def run_job_process(job, log_dir: Path) -> tuple[str, str | None, list[dict], di
             proc = subprocess.Popen([sys.executable, "-m", "slmbench.executors.worker", str(jf), str(rf)],
                                     stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             try:
-                status, error, peak = _watch(proc, limit, time.monotonic() + job.settings.timeout_s, job.settings)
+                relay = _Relay(log_path, progress) if progress else None
+                status, error, peak = _watch(proc, limit, time.monotonic() + job.settings.timeout_s, job.settings,
+                                             relay)
             finally:
                 if proc.poll() is None:  # interrupted (^C, SIGTERM) or our own bug: never leave the job running
                     _kill(proc)
         info["peak_rss_mb_polled"] = round(peak / 1e6, 1)
         if status:
-            return status, error, [], info
+            return JobResult(status, error, [], info)
         rc = proc.returncode
         tail = _tail(log_path)
         if rf.is_file():
             try:
-                res = json.loads(rf.read_text())
-                return res["status"], res["error"], res["metrics"], {**info, **res.get("info", {})}
+                return JobResult.from_dict(json.loads(rf.read_text())).with_info(**info)
             except (OSError, ValueError, KeyError, TypeError) as e:
-                return "crashed", f"unreadable result file ({type(e).__name__}: {e})", [], info
+                return JobResult("crashed", f"unreadable result file ({type(e).__name__}: {e})", [], info)
+        why = f": {tail}" if tail else ""
         if rc < 0:
             sig = signal.Signals(-rc).name
             if sig == "SIGKILL":
-                return "oom", "process killed by SIGKILL (likely the kernel OOM killer)" + \
-                    (f": {tail}" if tail else ""), [], info
-            return "crashed", f"process killed by {sig}" + (f": {tail}" if tail else ""), [], info
-        return "crashed", f"process exited with code {rc} and no result" + (f": {tail}" if tail else ""), [], info
+                return JobResult("oom", f"process killed by SIGKILL (likely the kernel OOM killer){why}", [], info)
+            return JobResult("crashed", f"process killed by {sig}{why}", [], info)
+        return JobResult("crashed", f"process exited with code {rc} and no result{why}", [], info)
 
 
-def _watch(proc, limit: int, deadline: float, settings) -> tuple[str | None, str | None, int]:
+class _Relay:
+    """The job's progress lines, read from its log where the last read stopped (one small read per poll)."""
+
+    def __init__(self, path: Path, emit: Callable[[str], None]):
+        self.path, self.emit, self.pos, self.part = path, emit, 0, b""
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read(1 << 16)
+        except OSError:
+            return
+        self.pos += len(data)
+        *lines, self.part = (self.part + data).split(b"\n")
+        last = None
+        for ln in lines:
+            msg = progress_of(ln.decode("utf-8", "replace"))
+            last = msg if msg is not None else last
+        if last is not None:
+            self.emit(last)
+
+
+def _watch(proc, limit: int, deadline: float, settings, relay: _Relay | None = None):
     """Wait for the child; kill it at the deadline or over the memory cap. Returns (status, error, peak RSS)."""
     peak, polls = 0, 0
     while True:
@@ -80,6 +108,8 @@ def _watch(proc, limit: int, deadline: float, settings) -> tuple[str | None, str
         except subprocess.TimeoutExpired:
             pass
         polls += 1
+        if relay is not None:
+            relay.poll()
         rss = _rss(proc.pid) + (_children_rss(proc.pid) if polls % 10 == 0 else 0)  # children: rare, costlier scan
         peak = max(peak, rss)
         if rss > limit:

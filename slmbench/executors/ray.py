@@ -46,6 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..contracts.result import JobResult
 from ..errors import UserError
 
 MAX_RETRIES = 1  # node or worker death: run the job once more, on a node that still owns the device
@@ -87,17 +88,17 @@ def _run_on_node(job_json: dict, profile: dict) -> dict:
     except UserError as e:
         here = e.line()
     if here != profile:  # a node with another profile under the same name would measure something else
-        return {"result": ("error", f"device profile {job.device!r} on node {where['hostname']} differs from the "
-                           f"driver's ({here if isinstance(here, str) else 'other values'}); install the same "
-                           "devices/ on every node", [], {"ray": where}), "log": "", "task_s": 0.0}
-    from rich.console import Console
-    from ..runner import _ensure_bandwidth
-    _ensure_bandwidth([job], Console(quiet=True))  # this node's figure for rooflines (cached per host, as local)
+        return {"result": JobResult("error", f"device profile {job.device!r} on node {where['hostname']} differs "
+                                    f"from the driver's ({here if isinstance(here, str) else 'other values'}); "
+                                    "install the same devices/ on every node", [], {"ray": where}).to_dict(),
+                "log": "", "task_s": 0.0}
+    from .bandwidth import ensure_bandwidth
+    ensure_bandwidth([job])  # this node's figure for rooflines (cached per host, as local)
     with tempfile.TemporaryDirectory(prefix="slmbench-ray-") as d:
-        status, error, metrics, info = run_job_process(job, Path(d))
+        res = run_job_process(job, Path(d))
         log = Path(d) / f"{job.key}.log"
         text = log.read_bytes()[-LOG_TAIL_BYTES:].decode(errors="replace") if log.is_file() else ""
-    return {"result": (status, error, metrics, {**info, "ray": where}), "log": text,
+    return {"result": res.with_info(ray=where).to_dict(), "log": text,
             "task_s": time.monotonic() - t0}
 
 
@@ -188,7 +189,7 @@ class RayExecutor:
             except ray.exceptions.RayError as e:  # the jobs will say why they cannot load it
                 print(f"warning: building model {name!r} on the cluster failed: {_first_line(e)}", file=sys.stderr)
 
-    def run(self, jobs: list, log_dir: Path, starting=lambda i, job: None):
+    def run(self, jobs: list, log_dir: Path, starting=lambda i, job: None, progress=lambda job, msg: None):
         import ray
         self._prebuild(jobs)
         task = ray.remote(_run_on_node)
@@ -212,11 +213,12 @@ class RayExecutor:
         try:
             out = ray.get(ref)
         except ray.exceptions.RayError as e:  # node/worker died on every try, or the wrapper itself failed
-            return submitted, ("crashed", f"ray: {type(e).__name__}: {_first_line(e)}", [],
-                               {"ray": {"executor": "ray", "error": str(e)[-2000:]}})
+            return submitted, JobResult("crashed", f"ray: {type(e).__name__}: {_first_line(e)}", [],
+                                        {"ray": {"executor": "ray", "error": str(e)[-2000:]}})
         log_dir.mkdir(parents=True, exist_ok=True)
         (log_dir / f"{job.key}.log").write_text(out["log"])
-        status, error, metrics, info = out["result"]
+        res = JobResult.from_dict(out["result"])
+        info = res.info
         node = self.nodes.get(info["ray"]["node_id"]) or {}
         info["ray"]["node_ip"] = node.get("NodeManagerAddress") or info["ray"]["node_ip"]  # as the cluster knows it
         info["ray"]["node_devices"] = sorted(k.split(":", 1)[1] for k in node.get("Resources", {})
@@ -224,7 +226,7 @@ class RayExecutor:
         # wall time as the job ran (node's clock-free duration), not the time it waited in the queue
         started = max(submitted, time.time() - out["task_s"])
         info["ray"]["queued_s"] = round(started - submitted, 3)
-        return started, (status, error, metrics, info)
+        return started, res
 
     def _orphans(self, since: dict):
         """Jobs whose device no live node owns any more (its node died): cancel and record, after a grace."""
@@ -239,9 +241,10 @@ class RayExecutor:
                 continue
             ray.cancel(ref, force=True)
             del self.pending[ref]
-            yield job, submitted, ("crashed", f"no live node owns device {job.device!r} any more (its node died "
-                                   f"or left; Ray retries a job only on a node advertising {resource(job.device)}"
-                                   ")", [], {"ray": {"executor": "ray", "orphaned": True}})
+            yield job, submitted, JobResult(
+                "crashed", f"no live node owns device {job.device!r} any more (its node died or left; Ray retries a "
+                f"job only on a node advertising {resource(job.device)})", [], {"ray": {"executor": "ray",
+                                                                                        "orphaned": True}})
 
 
 def _token_auth_like_ray_start() -> None:

@@ -19,50 +19,61 @@ import time
 import traceback
 from pathlib import Path
 
+from ..contracts.result import JobResult
+from ..errors import UserError
 
-def run_job(job) -> dict:
-    from .. import models, scenarios
-    from ..adapters import load_profile, make_adapter
+
+def run_job(job) -> JobResult:
+    from .. import models
     from ..backends import load_engine
-    from ..errors import JobError
+    from ..contracts import SCENARIOS, JobContext, load_profile, make_adapter
+    from ..errors import JobError, Unsupported
+    from ..log import job_progress
 
     random.seed(job.seed)
     profile = load_profile(job.device)
     adapter = make_adapter(profile, job.variant.threads or job.device_threads)
     info: dict = {}
     try:
+        if job.unsupported:  # decided at planning; a job spec written by hand gets the same answer here
+            raise Unsupported(job.unsupported)
+        sdef = SCENARIOS.get(job.scenario)
+        why = sdef.missing(job.variant.engine_cls if sdef.needs_engine else None, type(adapter))
+        if why:
+            raise Unsupported(why)
         adapter.setup()
+        info["threads"] = adapter.threads  # the effective thread count: the one figure every reader uses
         import torch
         torch.manual_seed(job.seed)
         info["device"] = adapter.info()
-        sdef = scenarios.get(job.scenario)
-        params = sdef.params(**job.params)
-        ctx = scenarios.JobContext(engine=None, adapter=adapter, settings=job.settings, seed=job.seed,
-                                   variant=job.variant)
+        params = sdef.Params(**job.params)
+        ctx = JobContext(engine=None, adapter=adapter, settings=job.settings, seed=job.seed, variant=job.variant,
+                         progress=job_progress)
         if sdef.needs_engine:
-            files = models.resolve(job.model, progress=lambda m: print(m, file=sys.stderr))
-            files.trust_remote_code = job.model.trust_remote_code  # the suite's opt-in; the backend passes it on
+            files = models.resolve(job.model, progress=job_progress)
             ctx.extra["files"] = files
-            ctx.baseline_rss_bytes = adapter.memory_bytes()
+            ctx.baseline_rss_bytes = adapter.memory_bytes() if "memory" in adapter.capabilities else None
             adapter.reset_peak_memory()
             t0 = time.perf_counter()
-            ctx.engine = load_engine(files, job.variant, adapter)
+            ctx.engine = load_engine(files, job.variant, adapter, job_progress)
             adapter.sync()
             # A one-off artifact build inside load (e.g. the first GGUF export) is not load time.
             ctx.load_s = time.perf_counter() - t0 - getattr(ctx.engine, "build_s", 0.0)
-            ctx.load_peak_bytes = adapter.peak_memory_bytes()
+            ctx.load_peak_bytes = adapter.peak_memory_bytes() if "memory" in adapter.capabilities else None
             info["model"] = ctx.engine.describe()
         ballast = _inject_alloc(job.variant.inject_alloc_mb)
-        metrics = sdef.fn(ctx, params)
+        metrics = sdef().run(ctx, params)
         del ballast
         for m in metrics:  # a row that says inf or nan tok/s would lie: fail the job instead
             if m.value is not None and not (isinstance(m.value, (int, float)) and math.isfinite(m.value)):
                 raise ValueError(f"scenario {job.scenario!r} returned a non-finite value for {m.name}: {m.value!r}")
-        return {"status": "ok", "error": None, "metrics": [m.to_dict() for m in metrics], "info": info}
+        return JobResult("ok", None, [m.to_dict() for m in metrics], info)
     except JobError as e:
-        return {"status": e.status, "error": e.message, "metrics": [], "info": info}
+        return JobResult(e.status, e.message, [], info)
+    except UserError as e:  # bad input found only now (data moved since validation): say so, not "crashed"
+        return JobResult("error", e.line(), [], info)
     except MemoryError as e:
-        return {"status": "oom", "error": f"MemoryError: {e}", "metrics": [], "info": info}
+        return JobResult("oom", f"MemoryError: {e}", [], info)
 
 
 def _inject_alloc(mb: float):
@@ -98,10 +109,10 @@ def main(argv: list[str]) -> int:
         res = run_job(job)
     except Exception as e:  # recorded, not raised: the suite goes on
         traceback.print_exc()
-        res = {"status": "crashed", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500], "metrics": [],
-               "info": {"traceback": traceback.format_exc()[-4000:]}}
+        res = JobResult("crashed", f"{type(e).__name__}: {e}".splitlines()[0][:500], [],
+                        {"traceback": traceback.format_exc()[-4000:]})
     tmp = result_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, default=str))
+    tmp.write_text(json.dumps(res.to_dict(), default=str))
     os.replace(tmp, result_file)
     return 0
 

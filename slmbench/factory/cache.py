@@ -1,5 +1,6 @@
-"""The artifact cache: every artifact lives in `<cache>/build/<kind>-<hash of its full spec>/`. A directory exists
-only when complete (built in a temporary sibling, then os.replace), so an interrupted build never leaves a
+"""The artifact cache: every artifact lives in `<cache>/build/<kind>-<hash of its full spec>/` (the folder is named
+after the `slmbench build` command, not this package: renaming it would orphan every cached artifact). A directory
+exists only when complete (built in a temporary sibling, then os.replace), so an interrupted build never leaves a
 half-written artifact; resumable work-in-progress (logit shards, checkpoints) lives in `<artifact>.partial/`."""
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ VARIANTS = {
 
 
 def _recipe(variant: str, seed: int):
-    from .recipe import deep_merge
+    from ..yamlio import deep_merge
     return load_recipe(RECIPE, deep_merge(VARIANTS[variant], {"seed": seed}))
 
 
@@ -126,15 +126,26 @@ def cmd_report(out: Path) -> None:
         r0 = res["kd"][0]
         L += [f"Teacher (SmolLM2-135M-Instruct) held-out: {r0['teacher_bpb']:.4f} bits/byte. Training corpus: "
               f"{r0['train_tokens']:,} tokens; every student sees {r0['tokens_seen']:,} tokens.", ""]
-    L += ["| comparison | variant | held-out bits/byte | top-1 agreement with teacher |", "|---|---|---|---|"]
-    for title, pair in (("C1 distillation", ("kd", "ce")), ("C1 distillation, teacher-initialised embeddings", ("kd_tinit", "ce_tinit")),
+    L += _comparisons(res) + [""] + _students(res) + _throughput(res) + _filter_table() + ["", METHOD]
+    (out / "README.md").write_text("\n".join(L) + "\n")
+    print("\n".join(L))
+
+
+def _comparisons(res: dict) -> list[str]:
+    L = ["| comparison | variant | held-out bits/byte | top-1 agreement with teacher |", "|---|---|---|---|"]
+    for title, pair in (("C1 distillation", ("kd", "ce")),
+                        ("C1 distillation, teacher-initialised embeddings", ("kd_tinit", "ce_tinit")),
                         ("C2 data filtering", ("kd", "unfiltered")), ("C2 curriculum", ("curriculum", "kd"))):
         for v in pair:
             rows = res.get(v, [])
             L.append(f"| {title} | {v} | {_agg(rows, 'bpb')} | {_agg(rows, 'agreement')} |")
-    L += ["", "| student | params total | params active | non-embedding total / active | KV bytes/token "
-          "(formula / measured, fp32) | held-out bits/byte | top-1 agreement | train tok/s |",
-          "|---|---|---|---|---|---|---|---|"]
+    return L
+
+
+def _students(res: dict) -> list[str]:
+    L = ["| student | params total | params active | non-embedding total / active | KV bytes/token "
+         "(formula / measured, fp32) | held-out bits/byte | top-1 agreement | train tok/s |",
+         "|---|---|---|---|---|---|---|---|"]
     for v in ("mha", "kd", "mqa", "moe"):
         if v not in res:  # not trained yet: its static facts still come from the config (no training needed)
             r, _ = _recipe(v, 0)
@@ -148,24 +159,31 @@ def cmd_report(out: Path) -> None:
                      f"{r['params_total_non_embedding']:,} / {r['params_active_non_embedding']:,} | "
                      f"{kv['formula']:,} / {kv['measured']:,} | {r['bpb']:.4f} | {100 * r['agreement']:.2f}% | "
                      f"{r['tok_s']:,.0f} |")
-    if "tput_cached" in res and "tput_teacher" in res:
-        a, b = res["tput_cached"][0], res["tput_teacher"][0]
-        L += ["", f"Training throughput, same student, {a['tokens_seen']:,} tokens (steady-state median step): "
-              f"cached teacher logits {a['tok_s_steady']:,.0f} tok/s vs teacher in the loop "
-              f"{b['tok_s_steady']:,.0f} tok/s ({a['tok_s_steady'] / b['tok_s_steady']:.1f}x)."]
-    if (m := _manifest("kd", 0)) and "filter" in m["data"]:
-        f = m["data"]["filter"]
-        L += ["", f"Quality filter (kd/ce/curriculum corpus): kept {f['kept_docs']} of {f['pool_docs']} documents, "
-              f"{f['kept_tokens']:,} of {f['pool_tokens']:,} tokens. Kept vs dropped means: teacher perplexity "
-              f"{f['mean_teacher_ppl']['kept']} vs {f['mean_teacher_ppl']['dropped']}, symbol ratio "
-              f"{f['mean_symbol_ratio']['kept']} vs {f['mean_symbol_ratio']['dropped']}, repetition "
-              f"{f['mean_repetition']['kept']} vs {f['mean_repetition']['dropped']}.", "",
-              "| source | pool tokens | kept tokens | kept share |", "|---|---|---|---|"]
-        for src, v in f["per_source_tokens"].items():
-            L.append(f"| {src} | {v['pool']:,} | {v['kept']:,} | {v['kept'] / max(1, v['pool']):.0%} |")
-    L += ["", METHOD]
-    (out / "README.md").write_text("\n".join(L) + "\n")
-    print("\n".join(L))
+    return L
+
+
+def _throughput(res: dict) -> list[str]:
+    if "tput_cached" not in res or "tput_teacher" not in res:
+        return []
+    a, b = res["tput_cached"][0], res["tput_teacher"][0]
+    return ["", f"Training throughput, same student, {a['tokens_seen']:,} tokens (steady-state median step): "
+            f"cached teacher logits {a['tok_s_steady']:,.0f} tok/s vs teacher in the loop "
+            f"{b['tok_s_steady']:,.0f} tok/s ({a['tok_s_steady'] / b['tok_s_steady']:.1f}x)."]
+
+
+def _filter_table() -> list[str]:
+    if not (m := _manifest("kd", 0)) or "filter" not in m["data"]:
+        return []
+    f = m["data"]["filter"]
+    L = ["", f"Quality filter (kd/ce/curriculum corpus): kept {f['kept_docs']} of {f['pool_docs']} documents, "
+         f"{f['kept_tokens']:,} of {f['pool_tokens']:,} tokens. Kept vs dropped means: teacher perplexity "
+         f"{f['mean_teacher_ppl']['kept']} vs {f['mean_teacher_ppl']['dropped']}, symbol ratio "
+         f"{f['mean_symbol_ratio']['kept']} vs {f['mean_symbol_ratio']['dropped']}, repetition "
+         f"{f['mean_repetition']['kept']} vs {f['mean_repetition']['dropped']}.", "",
+         "| source | pool tokens | kept tokens | kept share |", "|---|---|---|---|"]
+    for src, v in f["per_source_tokens"].items():
+        L.append(f"| {src} | {v['pool']:,} | {v['kept']:,} | {v['kept'] / max(1, v['pool']):.0%} |")
+    return L
 
 
 if __name__ == "__main__":

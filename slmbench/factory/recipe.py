@@ -2,16 +2,20 @@
 typo fails in a second with `error: FILE: FIELD: why` (exit 2) instead of after ten minutes of teacher logits."""
 from __future__ import annotations
 
-import copy
 import sysconfig
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import UserError
+from ..plan import ModelSpec
+from ..yamlio import deep_merge, load_yaml, parse_model
 from ..settings import data_dir
-from ..plan import ModelSpec, _Strict, load_yaml, parse_model
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silently ignored key
 
 
 class Source(_Strict):
@@ -162,13 +166,6 @@ def _teacher_dict(data: Any) -> Any:
     if isinstance(data, dict) and isinstance(data.get("teacher"), dict):
         data["teacher"] = {"name": "teacher", **data["teacher"]}
     return data
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def load_recipe(path: str | Path, overrides: dict | None = None) -> tuple[Recipe, Path]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..contracts import ModelFiles, Source, register_source
+from ..errors import UserError
 from ..settings import cache_dir
 
 TINY_DEFAULTS = dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -42,3 +44,22 @@ def byte_tokenizer_dir() -> Path:
     (tmp / "README").write_text(json.dumps({"what": "byte-level tokenizer for random-init test models"}))
     tmp.replace(out) if not out.exists() else None
     return out
+
+
+@register_source
+class RandomInit(Source):
+    name = "random"
+    fields = frozenset({"config"})
+
+    @classmethod
+    def check(cls, spec, file, field, base):
+        try:
+            make_config(spec.config)
+        except Exception as e:  # transformers raises its own types for a config it rejects: one line, exit 2
+            raise UserError(f"bad random-init config: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                            file=file, field=f"{field}.config")
+
+    @classmethod
+    def resolve(cls, spec, progress=print) -> ModelFiles:
+        return ModelFiles(config=make_config(spec.config), tokenizer_dir=byte_tokenizer_dir(),
+                          origin="random init (tests)")

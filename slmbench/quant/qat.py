@@ -7,13 +7,9 @@
 
 The exported float model is loaded with `quantization: <scheme>`; the torch backend's PTQ then applies the same
 torchao config that `QATConfig(base, step="convert")` would — so "QAT" and "PTQ" rows differ only in the weights
-they quantize. `train()` is the whole phase for callers that have batches and a loss (the factory passes its KD
-loss; the default is next-token cross-entropy)."""
+they quantize. The training in between is the factory's one loop (factory.train.loop / factory.train.fit, with
+`qat=(scheme, first step)`): this module holds only the primitives, so that quant never imports the factory."""
 from __future__ import annotations
-
-import math
-import time
-from typing import Callable, Iterable
 
 from ..errors import Unsupported
 
@@ -53,43 +49,3 @@ def strip(model):
             if isinstance(child, FakeQuantizedLinear):
                 setattr(mod, cname, child.to_linear())
     return model
-
-
-def lm_loss(model, batch):
-    """Next-token cross-entropy on a (B, T) LongTensor."""
-    return model(batch, labels=batch).loss
-
-
-def fit(model, it, steps: int, lr: float = 3e-4, warmup: int = 5, loss_fn: Callable = lm_loss,
-        log: Callable[[str], None] | None = None, tag: str = "train") -> list[float]:
-    """`steps` AdamW steps with a short warm-up and cosine decay. Shared by the float and QAT branches, so their
-    budgets and schedules are the same by construction."""
-    import torch
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
-    losses = []
-    for step in range(steps):
-        loss = loss_fn(model, next(it))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if log and (step % 10 == 0 or step == steps - 1):
-            log(f"{tag} step {step + 1}/{steps} loss {losses[-1]:.3f}")
-    model.eval()
-    return losses
-
-
-def train(model, batches: Iterable, scheme: str, steps: int, lr: float = 3e-4, warmup: int = 5,
-          loss_fn: Callable = lm_loss, log: Callable[[str], None] | None = None, strip_after: bool = True) -> dict:
-    """The QAT phase: prepare, fit, then strip (default). Returns {"scheme", "steps", "losses", "seconds"}."""
-    prepare(model, scheme)
-    t0 = time.perf_counter()
-    losses = fit(model, iter(batches), steps, lr, warmup, loss_fn, log, tag=f"qat {scheme}")
-    if strip_after:
-        strip(model)
-    return {"scheme": scheme, "steps": steps, "losses": losses, "seconds": time.perf_counter() - t0}

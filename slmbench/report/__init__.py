@@ -1,1 +1,2 @@
-"""Reports: read tidy rows from the store, render tables (rich, Markdown, HTML, JSON). Never imports measuring code."""
+"""Reports: render analysed rows (rich, Markdown, HTML, JSON). One table renderer (tables), one page shell (html),
+one section protocol (section), one number formatter (slmbench.fmt). Never imports measuring or running code."""

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import fmt
 from ..analysis.claims import Z, Claim, Result, evaluate, select, with_cost_rows
+from .html import esc, page, pre_json, ul
 from .plots import fig_to_png, new_figure, png_to_html
 from .tables import html_table, md_table
 
@@ -25,12 +27,7 @@ RULE = ("Effect d = mean(a) − mean(b), signed so that d > 0 favours the claim 
 
 
 def _num(x, rel=False) -> str:
-    if x is None or pd.isna(x):
-        return "n/a"
-    if rel:
-        return f"{100 * x:+.1f}%"
-    ax = abs(x)
-    return f"{x:.4g}" if ax >= 1e-3 or ax == 0 else f"{x:.3e}"
+    return fmt.pct(x) if rel else fmt.sig(x)
 
 
 def _arm_text(arm, link=None) -> str:
@@ -142,76 +139,84 @@ def _settings(claim: Claim, res: list[Result], suite) -> list[str]:
     return lines
 
 
+SUMMARY_HEADER = ["claim", "title", "verdict", "comparisons"]
+SOURCES = ("Sources: *measured* (timers, counters, lm-eval), *estimated* (energy from CPU time × W/core where no "
+           "counter exists; list prices), *projected* (another device, from the host's roofline).")
+
+
+def _env(manifest: dict) -> str:
+    host, vers, git = manifest.get("host", {}), manifest.get("versions", {}), manifest.get("git") or {}
+    return (f"{host.get('cpu_model', '?')}, {host.get('logical_cpus', '?')} CPUs, {host.get('ram_gb', '?')} GB; "
+            f"torch {vers.get('torch', '?')}, transformers {vers.get('transformers', '?')}, "
+            f"lm-eval {vers.get('lm_eval', vers.get('lm-eval', '?'))}; commit {git.get('commit') or 'n/a'}"
+            f"{' (dirty)' if git.get('dirty') else ''}")
+
+
+def _md_claim(c: Claim, res: list[Result], v: str, sets: list[str], png: str) -> list[str]:
+    md = [f"## {c.id} — {c.title}: {BADGE[v]}", "", f"**Question.** {c.question}", ""]
+    md += [f"**Framing.** {c.framing}", ""] if c.framing else []
+    md += [f"**Settings.** {c.settings}", ""] if c.settings else []
+    md += [md_table(CMP_HEADER, _cmp_rows(res, lambda arm, text: text)), ""]
+    md += ["Arms:", ""] + [f"- {s}" for s in sets] + [""] if sets else []
+    return md + [f"![{c.id}](plots/{png})", ""]
+
+
+def _html_claim(c: Claim, res: list[Result], v: str, sets: list[str], fig_html: str, link) -> list[str]:
+    hp = [f"<h2 id='{esc(c.id)}'>{esc(c.id)} — {esc(c.title)}: {BADGE[v]}</h2>",
+          f"<p><b>Question.</b> {esc(c.question)}</p>"]
+    hp += [f"<p><b>Framing.</b> {esc(c.framing)}</p>"] if c.framing else []
+    hp += [f"<p><b>Settings.</b> {esc(c.settings)}</p>"] if c.settings else []
+    hp.append(html_table(CMP_HEADER, _cmp_rows(res, link), raw_cols={2, 4}))
+    return hp + ([ul(sets)] if sets else []) + [fig_html]
+
+
 def write(df: pd.DataFrame, suite, claims: list[Claim], out_dir: Path, run_id: str, manifest: dict,
-          wall: str = "") -> tuple[Path, Path]:
+          wall: str = "", infos: dict | None = None) -> tuple[Path, Path]:
+    """claims.md + plots/, claims.html, verdicts.json in `out_dir`. `infos`: the run's job info (Store.job_info),
+    which the cost rows need (threads, bytes per token)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "plots").mkdir(exist_ok=True)
-    df = with_cost_rows(df).reset_index(drop=True)
+    df = with_cost_rows(df, infos, manifest).reset_index(drop=True)
     results = evaluate(claims, df, add_cost=False)
     ids = {i: f"row-{i}" for i in df.index}
-
-    def md_link(arm, text):
-        return text
 
     def html_link(arm, text):
         if arm is None or arm.rows is None or arm.rows.empty:
             return html.escape(text)
-        refs = " ".join(f"<a href='#{ids[i]}'>[{i}]</a>" for i in arm.rows.index if i in ids)
-        return f"{html.escape(text)} {refs}"
+        return f"{html.escape(text)} " + " ".join(f"<a href='#{ids[i]}'>[{i}]</a>" for i in arm.rows.index if i in ids)
 
-    host, vers, git = manifest.get("host", {}), manifest.get("versions", {}), manifest.get("git") or {}
-    env = (f"{host.get('cpu_model', '?')}, {host.get('logical_cpus', '?')} CPUs, {host.get('ram_gb', '?')} GB; "
-           f"torch {vers.get('torch', '?')}, transformers {vers.get('transformers', '?')}, "
-           f"lm-eval {vers.get('lm_eval', vers.get('lm-eval', '?'))}; commit {git.get('commit') or 'n/a'}"
-           f"{' (dirty)' if git.get('dirty') else ''}")
+    env, walls = _env(manifest), (f" Wall time: {wall}." if wall else "")
     summary = [[c.id, c.title, BADGE[v], "; ".join(f"{r.cmp.label or r.cmp.metric}: {r.verdict}" for r in res)]
                for c, res, v in results]
-    md = [f"# SLM claims: run `{run_id}`", "", f"Environment: {env}." + (f" Wall time: {wall}." if wall else ""), "",
+    md = [f"# SLM claims: run `{run_id}`", "", f"Environment: {env}.{walls}", "",
           "Every verdict below is computed from the stored rows by the rule at the end; none is written by hand. "
-          "Sources: *measured* (timers, counters, lm-eval), *estimated* (energy from CPU time × W/core where no "
-          "counter exists; list prices), *projected* (another device, from the host's roofline).", "",
-          md_table(["claim", "title", "verdict", "comparisons"], summary), ""]
-    hp = [f"<h1>SLM claims: run <code>{html.escape(run_id)}</code></h1>", f"<p>Environment: {html.escape(env)}."
-          + (f" Wall time: {html.escape(wall)}." if wall else "") + "</p>",
+          + SOURCES, "", md_table(SUMMARY_HEADER, summary), ""]
+    hp = [f"<h1>SLM claims: run <code>{esc(run_id)}</code></h1>", f"<p>Environment: {esc(env + '.' + walls)}</p>",
           "<p>Every verdict is computed from the stored rows by the rule below; each number links to its raw rows."
-          "</p>", html_table(["claim", "title", "verdict", "comparisons"], summary)]
+          "</p>", html_table(SUMMARY_HEADER, summary)]
     for c, res, v in results:
         png = out_dir / "plots" / f"{c.id}.png"
         png.write_bytes(data := fig_to_png(_plot(c, res, df)))  # drawn once: the file and the HTML share it
-        fig_html = png_to_html(data, f"{c.id}: {c.title}")
         sets = _settings(c, res, suite)
-        md += [f"## {c.id} — {c.title}: {BADGE[v]}", "", f"**Question.** {c.question}", ""]
-        md += [f"**Framing.** {c.framing}", ""] if c.framing else []
-        md += [f"**Settings.** {c.settings}", ""] if c.settings else []
-        md += [md_table(CMP_HEADER, _cmp_rows(res, md_link)), ""]
-        md += ["Arms:", ""] + [f"- {s}" for s in sets] + [""] if sets else []
-        md += [f"![{c.id}](plots/{png.name})", ""]
-        hp += [f"<h2 id='{html.escape(c.id)}'>{html.escape(c.id)} — {html.escape(c.title)}: {BADGE[v]}</h2>",
-               f"<p><b>Question.</b> {html.escape(c.question)}</p>"]
-        hp += [f"<p><b>Framing.</b> {html.escape(c.framing)}</p>"] if c.framing else []
-        hp += [f"<p><b>Settings.</b> {html.escape(c.settings)}</p>"] if c.settings else []
-        rows = _cmp_rows(res, html_link)
-        hp.append(_raw_html_table(CMP_HEADER, rows, raw_cols={2, 4}))
-        hp += ["<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in sets) + "</ul>"] if sets else []
-        hp.append(fig_html)
+        md += _md_claim(c, res, v, sets, png.name)
+        hp += _html_claim(c, res, v, sets, png_to_html(data, f"{c.id}: {c.title}"), html_link)
     md += ["## The rule", "", RULE, "", "Raw rows: `slmbench results --run " + run_id + "` (CSV), or the HTML "
            "report's appendix, where every number links to its rows.", ""]
-    hp += ["<h2>The rule</h2>", f"<p>{html.escape(RULE)}</p>", "<h2>Raw rows</h2>", _rows_html(df, ids),
-           "<h2>Environment manifest</h2><pre>" + html.escape(json.dumps(manifest, indent=1, default=str)) + "</pre>"]
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1500px}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:12px;vertical-align:top}th{background:#f3f3f3}"
-             ":target{background:#ffe}")
+    hp += ["<h2>The rule</h2>", f"<p>{esc(RULE)}</p>", "<h2>Raw rows</h2>", _rows_html(df, ids),
+           "<h2>Environment manifest</h2>" + pre_json(manifest)]
     mdp, hpath = out_dir / "claims.md", out_dir / "claims.html"
     mdp.write_text("\n".join(md) + "\n", encoding="utf-8")
-    hpath.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>slmbench claims {html.escape(run_id)}"
-                     f"</title><style>{style}</style></head><body>{''.join(hp)}</body></html>", encoding="utf-8")
-    (out_dir / "verdicts.json").write_text(_json_safe(
-        [{"id": c.id, "verdict": v, "comparisons": [{"label": r.cmp.label or r.cmp.metric, "metric": r.cmp.metric,
-                                                      "a": r.a.mean, "b": r.b.mean if r.b is not None else None,
-                                                      "effect": r.effect, "ci": [r.lo, r.hi], "verdict": r.verdict,
-                                                      "why": r.why} for r in res]} for c, res, v in results],
-    ), encoding="utf-8")
+    hpath.write_text(page(f"slmbench claims {run_id}", "".join(hp), "td,th{padding:4px 8px}:target{background:#ffe}"),
+                     encoding="utf-8")
+    (out_dir / "verdicts.json").write_text(_json_safe(_verdicts(results)), encoding="utf-8")
     return mdp, hpath
+
+
+def _verdicts(results) -> list[dict]:
+    return [{"id": c.id, "verdict": v, "comparisons": [
+        {"label": r.cmp.label or r.cmp.metric, "metric": r.cmp.metric, "a": r.a.mean,
+         "b": r.b.mean if r.b is not None else None, "effect": r.effect, "ci": [r.lo, r.hi], "verdict": r.verdict,
+         "why": r.why} for r in res]} for c, res, v in results]
 
 
 def _json_safe(obj) -> str:
@@ -227,19 +232,11 @@ def _json_safe(obj) -> str:
     return json.dumps(clean(obj), indent=1)
 
 
-def _raw_html_table(header, rows, raw_cols=()) -> str:
-    h = "".join(f"<th>{html.escape(x)}</th>" for x in header)
-    body = "".join("<tr>" + "".join(f"<td>{c if j in raw_cols else html.escape(str(c))}</td>"
-                                    for j, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{body}</table>"
-
-
 def _rows_html(df: pd.DataFrame, ids: dict) -> str:
+    """The appendix: every ok row, each with an anchor the numbers above link to."""
     cols = ["model", "variant", "device", "scenario", "params", "metric", "labels", "value", "unit", "n", "spread",
             "spread_kind", "source", "note"]
     cols = [c for c in cols if c in df.columns]
-    h = "<th>#</th>" + "".join(f"<th>{c}</th>" for c in cols)
-    body = "".join(f"<tr id='{ids[i]}'><td>{i}</td>" + "".join(
-        f"<td>{html.escape('' if pd.isna(r[c]) else str(r[c]))}</td>" for c in cols) + "</tr>"
-        for i, r in df.iterrows() if r.get("status") == "ok")
-    return f"<table><tr>{h}</tr>{body}</table>"
+    ok = [(i, r) for i, r in df.iterrows() if r.get("status") == "ok"]
+    rows = [[i] + ["" if pd.isna(r[c]) else r[c] for c in cols] for i, r in ok]
+    return html_table(["#"] + cols, rows, row_attrs=[{"id": ids[i]} for i, _ in ok])

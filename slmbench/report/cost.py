@@ -1,13 +1,17 @@
-"""The cloud-vs-device cost table (slmbench.analysis.cost) as Markdown and as an HTML fragment, with every assumption,
+"""The cloud-vs-device cost section (slmbench.analysis.cost) as Markdown, HTML and JSON, with every assumption,
 price date and profile source printed beside it — a reader can redo each number by hand."""
 from __future__ import annotations
 
-import html
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 
-from ..metrics import fmt_num
+from .. import fmt
+from .html import esc, ul
+from .tables import html_table, md_table
+
+TITLE = "Cloud vs device: cost per token"
 
 COLUMNS = [  # (key, title); "vendor pays" and "user pays" are separate on purpose: who pays is the question
     ("model", "model"), ("variant", "variant"), ("device", "device"), ("source", "source"),
@@ -18,14 +22,6 @@ COLUMNS = [  # (key, title); "vendor pays" and "user pays" are separate on purpo
     ("j_per_token", "J/token"), ("battery_pct_per_1k", "battery %/1k tok"),
     ("usd_per_correct", "$ per 1k correct answers"),
 ]
-
-
-def _money(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    if x == 0:
-        return "$0"
-    return f"${x:,.2f}" if x >= 1 else f"${x:.3g}"
 
 
 def _cell(r: dict, key: str) -> str:
@@ -39,15 +35,13 @@ def _cell(r: dict, key: str) -> str:
     if key == "usd_per_correct":  # per 1,000 answers: readable money
         if r.get("usd_per_correct_is_bound"):
             pa = r.get("usd_per_answer")
-            return f"≥ {_money(pa * 1000)} (acc not measured)" if pa else "n/a"
-        return _money(v * 1000) + proj
+            return f"≥ {fmt.money(pa * 1000)} (acc not measured)" if pa else "n/a"
+        return fmt.money(v * 1000) + proj
     if key == "api_usd_per_m":
-        return _money(v) + (" (self-hosted: server electricity, est.)" if r.get("self_hosted") else "")
+        return fmt.money(v) + (" (self-hosted: server electricity, est.)" if r.get("self_hosted") else "")
     if key.endswith("usd_per_m"):
-        return (_money(v) + proj) if v is not None else "n/a"
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return fmt_num(v) + proj
+        return (fmt.money(v) + proj) if v is not None else "n/a"
+    return fmt.num(v) + proj if not fmt.missing(v) else "n/a"
 
 
 def table_rows(ct) -> tuple[list[str], list[list[str]]]:
@@ -78,7 +72,7 @@ def break_even_rows(ct) -> tuple[list[str], list[list[str]]]:
             elif not math.isfinite(b["break_even_m_tokens"]):
                 row.append("never")
             else:
-                row.append(f"{fmt_num(b['break_even_m_tokens'])} M ({fmt_num(b['days_at_duty'])} d)"
+                row.append(f"{fmt.num(b['break_even_m_tokens'])} M ({fmt.num(b['days_at_duty'])} d)"
                            + (" ✓" if b["within_lifetime"] else ""))
         out.append(row)
     return ["device", "variant (fastest)"] + clouds, out
@@ -120,7 +114,7 @@ def quality_lines(ct) -> list[str]:
 
 
 def price_lines(ct) -> list[str]:
-    return [f"{r['variant']}/{r['model']}: {_money(r['api_usd_per_m'])}/1M blended tok — {r.get('price_source')}"
+    return [f"{r['variant']}/{r['model']}: {fmt.money(r['api_usd_per_m'])}/1M blended tok — {r.get('price_source')}"
             for r in ct.rows if r["kind"] == "cloud (price table)"]
 
 
@@ -135,63 +129,69 @@ def profile_lines(ct) -> list[str]:
     return out
 
 
-def to_markdown(ct, title: str = "Cloud vs device: cost per token") -> str:
-    from .tables import md_table as _md_table
-    h, rows = table_rows(ct)
-    parts = [f"## {title}", "", _md_table(h, rows), ""]
-    bh, brows = break_even_rows(ct)
-    if brows:
-        parts += ["### Break-even: buying the device for this work vs paying the API", "",
-                  "Blended tokens after which the device's price plus its electricity costs less than the cloud bill "
-                  "(price ÷ (cloud $/token − electricity $/token)), and the days that takes at "
-                  f"{ct.assumptions.duty_hours_per_day:g} h/day of generation; ✓ = within the device's lifetime.",
-                  "", _md_table(bh, brows), ""]
-    parts += ["### Quality (the tasks behind the acc column)", ""] + [f"- {x}" for x in quality_lines(ct)] + [""]
-    parts += ["### Assumptions", ""] + [f"- {x}" for x in assumptions_lines(ct)] + [""]
-    parts += ["### Prices (vendor pays)", ""] + [f"- {x}" for x in price_lines(ct)] + [""]
-    pl = profile_lines(ct)
-    if pl:
-        parts += ["### Device profiles (sources of every figure)", ""] + [f"- {x}" for x in pl] + [""]
-    if ct.notes:
-        parts += ["### Notes", ""] + [f"- {x}" for x in ct.notes] + [""]
-    return "\n".join(parts)
+@dataclass
+class CostSection:
+    """The report section: the table, break-even, and every figure's source."""
+    ct: object  # analysis.cost.CostTable
+    key: str = "cost"
+    title: str = TITLE
+
+    def _lists(self) -> list[tuple[str, list[str]]]:
+        ct = self.ct
+        return [(t, xs) for t, xs in (
+            ("Quality (the tasks behind the acc column)", quality_lines(ct)), ("Assumptions", assumptions_lines(ct)),
+            ("Prices (vendor pays)", price_lines(ct)), ("Device profiles (sources of every figure)", profile_lines(ct)),
+            ("Notes", ct.notes)) if xs or t.startswith(("Quality", "Assumptions", "Prices"))]
+
+    def markdown(self) -> str:
+        h, rows = table_rows(self.ct)
+        parts = [f"## {self.title}", "", md_table(h, rows), ""]
+        bh, brows = break_even_rows(self.ct)
+        if brows:
+            parts += [f"### {BREAK_EVEN}", "", BREAK_EVEN_NOTE.format(self.ct.assumptions.duty_hours_per_day), "",
+                      md_table(bh, brows), ""]
+        for t, xs in self._lists():
+            parts += [f"### {t}", ""] + [f"- {x}" for x in xs] + [""]
+        return "\n".join(parts)
+
+    def html(self) -> str:
+        parts = [f"<h2>{esc(self.title)}</h2>", html_table(*table_rows(self.ct))]
+        bh, brows = break_even_rows(self.ct)
+        if brows:
+            parts += [f"<h3>{BREAK_EVEN}</h3>", html_table(bh, brows)]
+        parts += [f"<h3>{esc(t)}</h3>" + ul(xs) for t, xs in self._lists()]
+        return "<section class='cost'>" + "".join(parts) + "</section>"
+
+    def json(self) -> dict:
+        ct = self.ct
+        return {"rows": ct.rows, "break_even": ct.break_even, "notes": ct.notes,
+                "assumptions": ct.assumptions.model_dump()}
 
 
-def to_html(ct, title: str = "Cloud vs device: cost per token") -> str:
-    def table(h, rs):
-        th = "".join(f"<th>{html.escape(str(x))}</th>" for x in h)
-        trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rs)
-        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
-
-    def ul(xs):
-        return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in xs) + "</ul>"
-
-    h, rows = table_rows(ct)
-    parts = [f"<h2>{html.escape(title)}</h2>", table(h, rows)]
-    bh, brows = break_even_rows(ct)
-    if brows:
-        parts += ["<h3>Break-even: buying the device for this work vs paying the API</h3>", table(bh, brows)]
-    parts += ["<h3>Quality (the tasks behind the acc column)</h3>", ul(quality_lines(ct)),
-              "<h3>Assumptions</h3>", ul(assumptions_lines(ct)), "<h3>Prices (vendor pays)</h3>", ul(price_lines(ct))]
-    pl = profile_lines(ct)
-    if pl:
-        parts += ["<h3>Device profiles (sources of every figure)</h3>", ul(pl)]
-    if ct.notes:
-        parts += ["<h3>Notes</h3>", ul(ct.notes)]
-    return "<section class='cost'>" + "".join(parts) + "</section>"
+BREAK_EVEN = "Break-even: buying the device for this work vs paying the API"
+BREAK_EVEN_NOTE = ("Blended tokens after which the device's price plus its electricity costs less than the cloud bill "
+                   "(price ÷ (cloud $/token − electricity $/token)), and the days that takes at {:g} h/day of "
+                   "generation; ✓ = within the device's lifetime.")
 
 
-def from_rows(df: pd.DataFrame):
-    from ..analysis.cost import build
-    return build(df)
+def to_markdown(ct) -> str:
+    return CostSection(ct).markdown()
 
 
-def section(df: pd.DataFrame) -> tuple[str, str]:
-    """(Markdown, HTML) of the cost table when the run measured an endpoint (a device with adapter `cloud`), for
-    render.sections(); ("", "") otherwise — `slmbench report --cost` adds it to any run."""
+def to_html(ct) -> str:
+    return CostSection(ct).html()
+
+
+def has_endpoint(df: pd.DataFrame, profiles: dict) -> bool:
+    """Did the run measure an endpoint (a device with adapter `cloud`)? Then its report carries the cost section."""
+    return any(getattr(profiles.get(d), "adapter", None) == "cloud" for d in set(df["device"]))
+
+
+def section(df: pd.DataFrame, infos: dict | None = None, manifest: dict | None = None,
+            force: bool = False) -> CostSection | None:
+    """The cost section when the run measured an endpoint, or always with `force` (`slmbench report --cost`)."""
     from ..analysis.cost import build, load_profiles
     profs = load_profiles()
-    if not any(getattr(profs.get(d), "adapter", None) == "cloud" for d in set(df["device"])):
-        return "", ""
-    ct = build(df, profiles=profs)
-    return to_markdown(ct), to_html(ct)
+    if not (force or has_endpoint(df, profs)):
+        return None
+    return CostSection(build(df, profiles=profs, infos=infos, manifest=manifest))

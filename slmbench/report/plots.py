@@ -9,11 +9,11 @@ import json
 import pandas as pd
 
 
-def new_figure(w: float = 6.4, h: float = 3.6):
+def new_figure(w: float = 6.4, h: float = 3.6, dpi: int = 110):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    return plt.subplots(figsize=(w, h), dpi=110)
+    return plt.subplots(figsize=(w, h), dpi=dpi)
 
 
 def fig_to_png(fig) -> bytes:

@@ -1,19 +1,18 @@
 """Quality vs cost: per model variant × device, accuracy / bits-per-byte next to decode tok/s, peak RSS and J/token,
 and the Pareto frontier of quality against each cost (matplotlib, embedded as a PNG).
 
-    html_fragment, markdown = quality_vs_cost(df)   # df: tidy rows from Store.rows(...)
+    section(df) -> TableSection | None       # df: tidy rows from Store.rows(...)
 """
 from __future__ import annotations
 
-import html
-import io
 import json
 
 import pandas as pd
 
-from ..metrics import fmt_num
-from .plots import png_to_html
-from .tables import html_table, md_table, variant_name
+from .. import fmt
+from .plots import fig_to_png
+from .section import TableSection
+from .tables import variant_name
 
 # cost columns: (metric, title, lower is better?)
 COSTS = [("decode_tok_s", "decode tok/s", False), ("peak_mem_mb", "peak RSS MB", True),
@@ -73,11 +72,7 @@ def join(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt(v, se=None, pct=False) -> str:
-    if v is None or pd.isna(v):
-        return ""
-    if pct:
-        return f"{100 * v:.1f}" + (f" ± {100 * se:.1f}" if se is not None and not pd.isna(se) else "")
-    return fmt_num(v) + (f" ± {fmt_num(se)}" if se is not None and not pd.isna(se) else "")
+    return fmt.pct_points(v, se) if pct else fmt.with_spread(v, se, none="")
 
 
 def table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -132,7 +127,7 @@ def plot_png(df: pd.DataFrame) -> bytes | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 3.6), squeeze=False, dpi=110)
     short = lambda v: ",".join(kv.split("=", 1)[-1] for kv in v.split(","))  # knob values only, to fit
     names = [f"{m}\n{short(v)}" if v != "default" else m for m, v in zip(j["model"], j["variant"])]
     for ax, (t, lower) in zip(axes[0], costs):
@@ -151,22 +146,24 @@ def plot_png(df: pd.DataFrame) -> bytes | None:
         ax.set_ylabel(qlabel, fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle("quality vs cost", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return fig_to_png(fig)
+
+
+NOTE = ("Accuracy in % ± stderr over n items (lm-eval; acc_norm where the task defines it, else acc); bits/B: "
+        "held-out bits per byte (lower is better); cost columns from the latency, memory and energy scenarios "
+        "of the same model variant and device.")
+
+
+def section(df: pd.DataFrame) -> TableSection | None:
+    """The table and the Pareto plot; None when the rows hold no quality figure."""
+    header, rows = table(df)
+    if not rows:
+        return None
+    return TableSection("quality_vs_cost", "Quality vs cost", header, rows, NOTE, note_first=True,
+                        plot=lambda: plot_png(df), alt="quality vs cost, Pareto frontier")
 
 
 def quality_vs_cost(df: pd.DataFrame) -> tuple[str, str]:
-    """(HTML fragment with table + Pareto plot, Markdown table). Both empty when the rows hold no quality figure."""
-    header, rows = table(df)
-    if not rows:
-        return "", ""
-    note = ("Accuracy in % ± stderr over n items (lm-eval; acc_norm where the task defines it, else acc); bits/B: "
-            "held-out bits per byte (lower is better); cost columns from the latency, memory and energy scenarios "
-            "of the same model variant and device.")
-    md = ["## Quality vs cost", "", note, "", md_table(header, rows)]
-    parts = ["<h2>Quality vs cost</h2>", f"<p>{html.escape(note)}</p>", html_table(header, rows)]
-    parts.append(png_to_html(plot_png(df), "quality vs cost, Pareto frontier"))
-    return "".join(parts), "\n".join(md) + "\n"
+    """(HTML fragment, Markdown); both empty when the rows hold no quality figure."""
+    s = section(df)
+    return (s.html(), s.markdown()) if s else ("", "")

@@ -1,12 +1,16 @@
-"""Render a run: rich (terminal), Markdown (CI comments), HTML (self-contained, escaped), JSON."""
+"""Render a run: rich (terminal), Markdown (CI comments), HTML (self-contained, escaped), JSON. The optional parts
+are report sections (report.section.Section); each page lists them once and asks each for its own format."""
 from __future__ import annotations
 
-import html
 import json
 
 import pandas as pd
 
-from .tables import failures, html_table, md_table, sources_note, summary
+from .html import esc, page, pre_json, ul
+from .section import Section
+from .tables import FAILURE_HEADER, failures, html_table, md_table, sources_note, summary
+
+CI_NOTE = "Values are medians ± half-width of the 95% CI of the median"
 
 
 def to_rich(df: pd.DataFrame, title: str = "slmbench"):
@@ -22,63 +26,58 @@ def to_rich(df: pd.DataFrame, title: str = "slmbench"):
     return t
 
 
-def sections(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """(Markdown, HTML) of each optional section whose rows the run holds: quality vs cost, speculative decoding,
-    and the cloud-vs-device cost table when an endpoint was measured."""
-    from . import cost, quality, speculative
-    q_html, q_md = quality.quality_vs_cost(df)
-    out = [(q_md, q_html), (speculative.to_markdown(df), speculative.to_html(df)), cost.section(df)]
-    return [(md, h) for md, h in out if md or h]
+def sections(df: pd.DataFrame, infos: dict | None = None, manifest: dict | None = None,
+             cost: bool = False) -> list[Section]:
+    """The optional sections whose rows the run holds: quality vs cost, speculative decoding, and the
+    cloud-vs-device cost table (when an endpoint was measured, or always with `cost`: `report --cost`)."""
+    from . import cost as rc, quality, speculative
+    out = [quality.section(df), speculative.section(df), rc.section(df, infos, manifest, force=cost)]
+    return [s for s in out if s is not None]
 
 
-def to_markdown(df: pd.DataFrame, run_id: str, manifest: dict) -> str:
+def _header_line(manifest: dict) -> str:
+    host, vers = manifest.get("host", {}), manifest.get("versions", {})
+    return (f"Host: {host.get('cpu_model', '?')}, {host.get('logical_cpus', '?')} CPUs, {host.get('ram_gb', '?')} GB; "
+            f"torch {vers.get('torch', '?')}, transformers {vers.get('transformers', '?')}; "
+            f"commit {(manifest.get('git') or {}).get('commit') or 'n/a'}")
+
+
+def to_markdown(df: pd.DataFrame, run_id: str, manifest: dict, infos: dict | None = None, cost: bool = False) -> str:
     header, rows = summary(df)
-    host = manifest.get("host", {})
-    vers = manifest.get("versions", {})
-    lines = [f"# slmbench run `{run_id}`", "",
-             f"Host: {host.get('cpu_model', '?')}, {host.get('logical_cpus', '?')} CPUs, {host.get('ram_gb', '?')} GB; "
-             f"torch {vers.get('torch', '?')}, transformers {vers.get('transformers', '?')}; "
-             f"commit {(manifest.get('git') or {}).get('commit') or 'n/a'}", "",
-             "Values are medians ± half-width of the 95% CI of the median (range when fewer than 6 repetitions).", ""]
+    lines = [f"# slmbench run `{run_id}`", "", _header_line(manifest), "",
+             f"{CI_NOTE} (range when fewer than 6 repetitions).", ""]
     if rows:
         lines += [md_table(header, rows), ""]
     notes = sources_note(df)
     if notes:
         lines += ["**Not measured by a counter:**", ""] + [f"- {n}" for n in notes] + [""]
-    for md, _ in sections(df):
-        lines += [md, ""]
+    for s in sections(df, infos, manifest, cost):
+        lines += [s.markdown(), ""]
     fails = failures(df)
     if fails:
-        lines += ["## Failed or unsupported jobs", "",
-                  md_table(["model", "variant", "device", "scenario", "status", "error"], fails), ""]
+        lines += ["## Failed or unsupported jobs", "", md_table(FAILURE_HEADER, fails), ""]
     return "\n".join(lines)
 
 
-def to_html(df: pd.DataFrame, run_id: str, manifest: dict, extra_html: str = "") -> str:
-    header, rows = summary(df)
-
-    parts = [f"<h1>slmbench run <code>{html.escape(run_id)}</code></h1>",
-             "<p>Values are medians ± half-width of the 95% CI of the median.</p>", html_table(header, rows)]
+def to_html(df: pd.DataFrame, run_id: str, manifest: dict, infos: dict | None = None, cost: bool = False) -> str:
+    from .plots import depth_sweep
+    parts = [f"<h1>slmbench run <code>{esc(run_id)}</code></h1>", f"<p>{esc(CI_NOTE)}.</p>",
+             html_table(*summary(df))]
     notes = sources_note(df)
     if notes:
-        parts.append("<h2>Not measured by a counter</h2><ul>" +
-                     "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+        parts.append("<h2>Not measured by a counter</h2>" + ul(notes))
     fails = failures(df)
     if fails:
-        parts.append("<h2>Failed or unsupported jobs</h2>" +
-                     html_table(["model", "variant", "device", "scenario", "status", "error"], fails))
-    from .plots import depth_sweep
+        parts.append("<h2>Failed or unsupported jobs</h2>" + html_table(FAILURE_HEADER, fails))
     parts.append(depth_sweep(df))
-    parts += [h for _, h in sections(df)]
-    parts.append(extra_html)
-    parts.append("<h2>Environment manifest</h2><pre>" + html.escape(json.dumps(manifest, indent=1, default=str)) +
-                 "</pre>")
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}th{background:#f3f3f3}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>slmbench {html.escape(run_id)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    parts += [s.html() for s in sections(df, infos, manifest, cost)]
+    parts.append("<h2>Environment manifest</h2>" + pre_json(manifest))
+    return page(f"slmbench {run_id}", "".join(parts), "td,th{padding:4px 8px;font-size:13px}")
 
 
-def to_json(df: pd.DataFrame, run_id: str, manifest: dict) -> str:
-    return json.dumps({"run_id": run_id, "manifest": manifest,
-                       "rows": json.loads(df.to_json(orient="records"))}, indent=1, default=str)
+def to_json(df: pd.DataFrame, run_id: str, manifest: dict, infos: dict | None = None, cost: bool = False) -> str:
+    """The rows and manifest, plus each section's own data under its key (e.g. `cost`)."""
+    d = {"run_id": run_id, "manifest": manifest, "rows": json.loads(df.to_json(orient="records"))}
+    for s in sections(df, infos, manifest, cost):
+        d[s.key] = s.json()
+    return json.dumps(d, indent=1, default=str)

@@ -1,22 +1,21 @@
 """Speculative decoding report: a table per (target, draft, g) and measured vs predicted speedup against g.
 
-    to_markdown(df) -> str            # Markdown section (CI comments, committed examples)
-    to_html(df) -> str                # HTML fragment: the table and the plot as an embedded PNG
+    section(df) -> TableSection | None   # the report section (Markdown, HTML with the plot, JSON)
+    to_markdown(df), to_html(df) -> str  # the section alone ("" when the run has no speculative rows)
     plot_png(df) -> bytes | None
 
-`df` holds tidy result rows (store.Store.results); only ok rows of the `speculative` scenario are used.
+`df` holds tidy result rows (Store.rows); only ok rows of the `speculative` scenario are used.
 """
 from __future__ import annotations
 
-import html
-import io
 import json
 
 import pandas as pd
 
-from ..metrics import fmt_num, fmt_spread
-from .plots import png_to_html
-from .tables import html_table, md_table
+from .. import fmt
+from .html import page
+from .plots import fig_to_png
+from .section import TableSection
 
 COLUMNS = [  # (metric, header)
     ("acceptance_rate", "a"), ("mean_accepted_len", "accepted/step"), ("tokens_per_step", "tok/step"),
@@ -61,12 +60,7 @@ def frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _cell(r, metric) -> str:
-    v = r.get(metric)
-    if v is None or pd.isna(v):
-        return ""
-    s = fmt_num(v)
-    sp = r.get(metric + ":spread")
-    return s + (f" ± {fmt_spread(sp)}" if sp is not None and not pd.isna(sp) and sp else "")
+    return fmt.with_spread(r.get(metric), r.get(metric + ":spread"), none="")
 
 
 def table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -110,11 +104,7 @@ def plot_png(df: pd.DataFrame) -> bytes | None:
     ax.set_ylabel("speedup over the target alone (×)")
     ax.set_title("Speculative decoding: measured vs (1-a^(g+1))/((1-a)(gc+1))", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return fig_to_png(fig)
 
 
 NOTE = ("a: acceptance rate (accepted ÷ draft positions reached); c: draft cost per drafted position ÷ target "
@@ -126,31 +116,31 @@ NOTE = ("a: acceptance rate (accepted ÷ draft positions reached); c: draft cost
         "assisted/prompt-lookup generation on the same pair, once, end to end.")
 
 
-def to_markdown(df: pd.DataFrame) -> str:
+def section(df: pd.DataFrame) -> TableSection | None:
     header, rows = table(df)
     if not rows:
-        return ""
-    return "\n".join(["## Speculative decoding", "", md_table(header, rows), "", NOTE, ""])
+        return None
+    return TableSection("speculative", "Speculative decoding", header, rows, NOTE, plot=lambda: plot_png(df),
+                        alt="measured and predicted speedup vs draft length g")
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    s = section(df)
+    return s.markdown() if s else ""
 
 
 def to_html(df: pd.DataFrame) -> str:
-    header, rows = table(df)
-    if not rows:
-        return ""
-    img = png_to_html(plot_png(df), "measured and predicted speedup vs draft length g")
-    return f"<h2>Speculative decoding</h2>{html_table(header, rows)}<p>{html.escape(NOTE)}</p>{img}"
+    s = section(df)
+    return s.html() if s else ""
 
 
 def write(df: pd.DataFrame, dest) -> list:
-    """Write speculative.md, speculative.html (standalone page around the fragment) and speedup_vs_g.png."""
+    """Write speculative.md, speculative.html (a standalone page around the section) and speedup_vs_g.png."""
     from pathlib import Path
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "speculative.md").write_text(to_markdown(df) + "\n![speedup vs g](speedup_vs_g.png)\n")
-    (dest / "speculative.html").write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>slmbench speculative</title><style>body{font-family:"
-        "system-ui,sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;"
-        f"font-size:12px}}</style></head><body>{to_html(df)}</body></html>")
+    (dest / "speculative.html").write_text(page("slmbench speculative", to_html(df)))
     png = plot_png(df)
     if png:
         (dest / "speedup_vs_g.png").write_bytes(png)
@@ -158,9 +148,8 @@ def write(df: pd.DataFrame, dest) -> list:
 
 
 if __name__ == "__main__":  # python -m slmbench.report.speculative RESULTS_DIR DEST  (all runs in the store)
-    import sqlite3
     import sys
-    with sqlite3.connect(f"{sys.argv[1]}/results.sqlite") as db:
-        rows = pd.read_sql("SELECT * FROM results WHERE scenario = 'speculative'", db)
-    for p in write(rows, sys.argv[2]):
+
+    from ..store import Store
+    for p in write(Store(sys.argv[1]).rows(), sys.argv[2]):
         print(p)

@@ -1,13 +1,14 @@
-"""The summary table: one row per model variant × device, one column per headline metric, each cell rendering
-value ± spread, unit and (when not measured) its source."""
+"""The one table renderer (Markdown and HTML, every cell escaped) and the run's summary table: one row per model
+variant × device, one column per headline metric, each cell value ± spread, unit and (when not measured) its
+source."""
 from __future__ import annotations
 
 import html
-import json
 
 import pandas as pd
 
-from ..metrics import fmt_num, fmt_spread
+from .. import fmt
+from ..analysis.rows import params_name, variant_name  # noqa: F401  (report modules import them from here)
 
 # (metric, column title) in display order; a column appears only if some row has it.
 HEADLINE = [
@@ -17,30 +18,42 @@ HEADLINE = [
     ("kv_bytes_per_token", "KV B/tok"), ("prefill_j_per_token", "prefill J/tok"),
     ("decode_j_per_token", "decode J/tok"),
 ]
+FAILURE_HEADER = ["model", "variant", "device", "scenario", "status", "error"]
 
 
-def variant_name(variant_json: str) -> str:
-    from ..plan import Variant
-    v = json.loads(variant_json)
-    defaults = Variant().model_dump()
-    diff = {k: x for k, x in v.items() if defaults.get(k) != x}
-    return ",".join(f"{k}={x}" for k, x in diff.items()) or "default"
+def md_escape(s) -> str:
+    """Safe inside a GitHub Markdown table cell: no HTML, no cell breaks, no code spans or links."""
+    s = html.escape(str(s), quote=False)
+    for c in "|`*[]":  # not "_": intraword underscores (metric names) are literal in GitHub Markdown
+        s = s.replace(c, "\\" + c)
+    return s.replace("\n", " ")
+
+
+def md_table(header, rows) -> str:
+    out = ["| " + " | ".join(map(md_escape, header)) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(map(md_escape, r)) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def html_table(header, rows, raw_cols=(), row_attrs=None) -> str:
+    """Every cell escaped (strings from suites, errors and model names reach the page), except the columns in
+    `raw_cols`, which the caller built as HTML (links). `row_attrs`: per row, a dict of attributes (id, style)."""
+    th = "".join(f"<th>{html.escape(str(x))}</th>" for x in header)
+    trs = []
+    for i, r in enumerate(rows):
+        attrs = "".join(f" {k}='{html.escape(str(v))}'" for k, v in (row_attrs[i] if row_attrs else {}).items())
+        tds = "".join(f"<td>{c if j in raw_cols else html.escape(str(c))}</td>" for j, c in enumerate(r))
+        trs.append(f"<tr{attrs}>{tds}</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(trs)}</tbody></table>"
 
 
 def cell(r: pd.Series) -> str:
-    if r["value"] is None or pd.isna(r["value"]):
+    if fmt.missing(r["value"]):
         return "n/a"
-    s = fmt_num(r["value"])
-    if r.get("spread") is not None and not pd.isna(r["spread"]) and r["spread"]:
-        s += f" ± {fmt_spread(r['spread'])}"
+    s = fmt.with_spread(r["value"], r.get("spread"))
     if r.get("source") and r["source"] != "measured":
         s += f" ({r['source'][:3]}.)"
     return s
-
-
-def params_name(params_json: str) -> str:
-    p = json.loads(params_json or "{}")
-    return ",".join(f"{k}={v}" for k, v in p.items() if not isinstance(v, (list, dict)))
 
 
 def summary(df: pd.DataFrame, metrics=HEADLINE) -> tuple[list[str], list[list[str]]]:
@@ -53,10 +66,9 @@ def summary(df: pd.DataFrame, metrics=HEADLINE) -> tuple[list[str], list[list[st
     header = ["model", "variant", "device"] + [t for _, t in present]
     rows = []
     for (model, var, dev), g in ok.groupby(["model", "variant_name", "device"], sort=False):
-        by = {m: g[g["metric"] == m] for m, _ in present}
         row = [model, var, dev]
         for m, _ in present:
-            sub = by[m]
+            sub = g[g["metric"] == m]
             if sub.empty:
                 row.append("")
             elif len(sub) == 1:
@@ -78,17 +90,3 @@ def sources_note(df: pd.DataFrame) -> list[str]:
     notes = df[(df["source"] != "measured") & (df["status"] == "ok")][["metric", "source", "note"]]
     notes = notes.drop_duplicates(["metric", "source"])  # one line per kind; per-row notes stay in the rows
     return [f"{r['metric']}: {r['note']}" for _, r in notes.iterrows()]
-
-
-def md_table(header, rows) -> str:
-    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
-    out = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def html_table(header, rows) -> str:
-    """Every cell escaped: strings from suites, errors and model names reach the page."""
-    th = "".join(f"<th>{html.escape(str(x))}</th>" for x in header)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"

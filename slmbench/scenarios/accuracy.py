@@ -14,7 +14,8 @@ from typing import Literal
 from pydantic import Field
 
 from ..metrics import Metric
-from . import JobContext, Params, register_scenario
+from ..contracts import JobContext, Params, Scenario, register_scenario
+from ..contracts.engine import LM_EVAL
 
 
 class AccuracyParams(Params):
@@ -32,38 +33,42 @@ class AccuracyParams(Params):
         check_tasks(p.tasks, p.include_path, file, f"{field}.{part}")
 
 
-@register_scenario("accuracy", AccuracyParams)
-def run(ctx: JobContext, p: AccuracyParams) -> list[Metric]:
-    from .. import lmeval_model as lx
-    local = lx.check_tasks(p.tasks, p.include_path)  # again: the data may have moved since validation
-    if local:
-        lx.go_offline()
-    import lm_eval
-    tm = lx.task_manager(p.include_path, local_only=local)
-    lm = lx.from_engine(ctx.engine, batch_size=p.batch_size)
+@register_scenario
+class Accuracy(Scenario):
+    name, Params = 'accuracy', AccuracyParams
+    requires = frozenset({LM_EVAL})
 
-    built, leaves = [], {}
-    for name in p.tasks:
-        d = tm.load([name])
-        top = d["groups"].get(name) or d["tasks"].get(name)
-        built += [top] if top is not None else list(d["tasks"].values())  # a tag: its tasks
-        leaves.update(d["tasks"])
-    samples = None
-    if p.limit:
-        rng = random.Random(ctx.seed)
-        samples = {}
-        for tname, task in sorted(leaves.items()):
-            n = len(task.eval_docs)
-            idx = rng.sample(range(n), min(p.limit, n)) if p.subsample == "random" else range(min(p.limit, n))
-            samples[tname] = sorted(idx)
-    ctx.progress(f"lm-eval: {', '.join(p.tasks)}")
-    t0 = time.perf_counter()
-    res = lm_eval.simple_evaluate(model=lm, tasks=built, num_fewshot=p.num_fewshot, samples=samples,
-                                  task_manager=tm, bootstrap_iters=p.bootstrap_iters, log_samples=False,
-                                  random_seed=ctx.seed, numpy_random_seed=ctx.seed, torch_random_seed=ctx.seed,
-                                  fewshot_random_seed=ctx.seed)
-    wall = time.perf_counter() - t0
-    return _metrics(res, p, wall)
+    def run(self, ctx: JobContext, p: AccuracyParams) -> list[Metric]:
+        from .. import lmeval_model as lx
+        local = lx.check_tasks(p.tasks, p.include_path)  # again: the data may have moved since validation
+        if local:
+            lx.go_offline()
+        import lm_eval
+        tm = lx.task_manager(p.include_path, local_only=local)
+        lm = lx.from_engine(ctx.engine, batch_size=p.batch_size)
+
+        built, leaves = [], {}
+        for name in p.tasks:
+            d = tm.load([name])
+            top = d["groups"].get(name) or d["tasks"].get(name)
+            built += [top] if top is not None else list(d["tasks"].values())  # a tag: its tasks
+            leaves.update(d["tasks"])
+        samples = None
+        if p.limit:
+            rng = random.Random(ctx.seed)
+            samples = {}
+            for tname, task in sorted(leaves.items()):
+                n = len(task.eval_docs)
+                idx = rng.sample(range(n), min(p.limit, n)) if p.subsample == "random" else range(min(p.limit, n))
+                samples[tname] = sorted(idx)
+        ctx.progress(f"lm-eval: {', '.join(p.tasks)}")
+        t0 = time.perf_counter()
+        res = lm_eval.simple_evaluate(model=lm, tasks=built, num_fewshot=p.num_fewshot, samples=samples,
+                                      task_manager=tm, bootstrap_iters=p.bootstrap_iters, log_samples=False,
+                                      random_seed=ctx.seed, numpy_random_seed=ctx.seed, torch_random_seed=ctx.seed,
+                                      fewshot_random_seed=ctx.seed)
+        wall = time.perf_counter() - t0
+        return _metrics(res, p, wall)
 
 
 def _version() -> str:

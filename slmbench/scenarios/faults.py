@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..metrics import Metric
-from . import JobContext, Params, register_scenario
+from ..contracts import JobContext, Params, Scenario, register_scenario
 
 
 class FaultParams(Params):
@@ -24,26 +24,30 @@ class FaultParams(Params):
     alloc_max_gb: float = Field(64, gt=0, le=4096, description="kind=alloc: stop (and fail) after this much")
 
 
-@register_scenario("fault", FaultParams, needs_engine=False)
-def run(ctx: JobContext, p: FaultParams) -> list[Metric]:
-    t0 = time.perf_counter()
-    if p.kind == "segfault":
-        import ctypes
-        ctypes.string_at(0)  # reads address 0: SIGSEGV, no Python exception
-    elif p.kind == "raise":
-        raise RuntimeError(p.message)
-    elif p.kind == "hang":
-        while True:  # sleeps, so it hangs without burning a core others need
-            time.sleep(1)
-    elif p.kind == "alloc":
-        held, step = [], p.alloc_step_mb * 2**20
-        while len(held) * step < p.alloc_max_gb * 2**30:
-            b = bytearray(step)  # zero pages are lazy: touch one byte per page so RSS really grows
-            for i in range(0, step, 4096):
-                b[i] = 1
-            held.append(b)
-            time.sleep(0.02)  # gives the executor's RSS poll time to see the growth
-        raise RuntimeError(f"allocated {p.alloc_max_gb} GB and was never stopped: no memory cap in force")
-    elif p.kind == "exit":
-        os._exit(3)  # dies without writing a result, like a native abort
-    return [Metric("fault_ok_s", time.perf_counter() - t0, "s", note="fault-injection control job")]
+@register_scenario
+class Fault(Scenario):
+    name, Params = 'fault', FaultParams
+    needs_engine = False
+
+    def run(self, ctx: JobContext, p: FaultParams) -> list[Metric]:
+        t0 = time.perf_counter()
+        if p.kind == "segfault":
+            import ctypes
+            ctypes.string_at(0)  # reads address 0: SIGSEGV, no Python exception
+        elif p.kind == "raise":
+            raise RuntimeError(p.message)
+        elif p.kind == "hang":
+            while True:  # sleeps, so it hangs without burning a core others need
+                time.sleep(1)
+        elif p.kind == "alloc":
+            held, step = [], p.alloc_step_mb * 2**20
+            while len(held) * step < p.alloc_max_gb * 2**30:
+                b = bytearray(step)  # zero pages are lazy: touch one byte per page so RSS really grows
+                for i in range(0, step, 4096):
+                    b[i] = 1
+                held.append(b)
+                time.sleep(0.02)  # gives the executor's RSS poll time to see the growth
+            raise RuntimeError(f"allocated {p.alloc_max_gb} GB and was never stopped: no memory cap in force")
+        elif p.kind == "exit":
+            os._exit(3)  # dies without writing a result, like a native abort
+        return [Metric("fault_ok_s", time.perf_counter() - t0, "s", note="fault-injection control job")]

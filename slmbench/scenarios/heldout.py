@@ -12,43 +12,48 @@ from pydantic import Field
 
 from ..errors import Unsupported
 from ..metrics import Metric
-from . import JobContext, Params, register_scenario
+from ..contracts import JobContext, Params, Scenario, register_scenario
+from ..contracts.engine import TORCH_MODEL
 
 
 class HeldoutParams(Params):
     batch: int = Field(8, ge=1, le=512, description="held-out sequences per forward pass")
 
 
-@register_scenario("heldout", HeldoutParams)
-def run(ctx: JobContext, p: HeldoutParams) -> list[Metric]:
-    from ..factory.evaluate import evaluate
-    from ..factory.teacher import load_logits
-    files = ctx.extra.get("files")
-    bdir = getattr(files, "build_dir", None)
-    if bdir is None or not (bdir / "manifest.json").is_file():
-        raise Unsupported("heldout needs a factory student (model source 'recipe'): only it has a held-out split")
-    model = getattr(ctx.engine, "model", None)
-    if model is None or not callable(model):
-        raise Unsupported(f"heldout needs a torch model; backend {ctx.variant.backend!r} has none")
-    man = json.loads((bdir / "manifest.json").read_text())
-    art = man["artifacts"]
-    cdir = Path(art["corpus"])
-    held, tb = np.load(cdir / "heldout.npy"), np.load(cdir / "token_bytes.npy")
-    _, hi, _ = load_logits(Path(art["logits_heldout"]))
-    ctx.progress(f"held-out: {len(held)} sequences")
-    r = evaluate(model, held, tb, np.asarray(hi[..., 0]), batch=p.batch)
-    par, tr = man["student"]["params"], man["train"]
-    note = f"recipe held-out split ({r['heldout_tokens']:,} tokens, {r['heldout_seqs']} sequences)"
-    out = [Metric("heldout_bpb", r["heldout_bpb"], "bits/B", n=r["heldout_tokens"], spread=r["heldout_bpb_stderr"],
-                  spread_kind="stderr", higher_is_better=False, note=f"{note}; stderr over sequences"),
-           Metric("top1_agreement", r["top1_agreement"], "fraction", n=r["heldout_tokens"],
-                  spread=r["top1_agreement_stderr"], spread_kind="stderr", higher_is_better=True,
-                  note=f"{note}: share of positions where the argmax is the teacher's"),
-           Metric("teacher_heldout_bpb", man["teacher"]["heldout_bpb"], "bits/B", higher_is_better=False,
-                  note="the teacher on the same split (from its cached log-likelihoods)"),
-           Metric("params_total", par["total"], "params", note="incl. embeddings"),
-           Metric("params_active", par["active"], "params", note="per token (MoE: top-k experts)"),
-           Metric("train_tokens_seen", tr["tokens_seen"], "tokens", note=f"{tr['steps']} steps")]
-    if tr.get("qat"):
-        out.append(Metric("qat_tokens", tr["qat"]["tokens"], "tokens", note=f"QAT {tr['qat']['scheme']} phase"))
-    return out
+@register_scenario
+class Heldout(Scenario):
+    name, Params = 'heldout', HeldoutParams
+    requires = frozenset({TORCH_MODEL})
+
+    def run(self, ctx: JobContext, p: HeldoutParams) -> list[Metric]:
+        from ..factory.evaluate import evaluate
+        from ..factory.teacher import load_logits
+        files = ctx.extra.get("files")
+        bdir = getattr(files, "build_dir", None)
+        if bdir is None or not (bdir / "manifest.json").is_file():
+            raise Unsupported("heldout needs a factory student (model source 'recipe'): only it has a held-out split")
+        model = getattr(ctx.engine, "model", None)
+        if model is None or not callable(model):
+            raise Unsupported(f"heldout needs a torch model; backend {ctx.variant.backend!r} has none")
+        man = json.loads((bdir / "manifest.json").read_text())
+        art = man["artifacts"]
+        cdir = Path(art["corpus"])
+        held, tb = np.load(cdir / "heldout.npy"), np.load(cdir / "token_bytes.npy")
+        _, hi, _ = load_logits(Path(art["logits_heldout"]))
+        ctx.progress(f"held-out: {len(held)} sequences")
+        r = evaluate(model, held, tb, np.asarray(hi[..., 0]), batch=p.batch)
+        par, tr = man["student"]["params"], man["train"]
+        note = f"recipe held-out split ({r['heldout_tokens']:,} tokens, {r['heldout_seqs']} sequences)"
+        out = [Metric("heldout_bpb", r["heldout_bpb"], "bits/B", n=r["heldout_tokens"], spread=r["heldout_bpb_stderr"],
+                      spread_kind="stderr", higher_is_better=False, note=f"{note}; stderr over sequences"),
+               Metric("top1_agreement", r["top1_agreement"], "fraction", n=r["heldout_tokens"],
+                      spread=r["top1_agreement_stderr"], spread_kind="stderr", higher_is_better=True,
+                      note=f"{note}: share of positions where the argmax is the teacher's"),
+               Metric("teacher_heldout_bpb", man["teacher"]["heldout_bpb"], "bits/B", higher_is_better=False,
+                      note="the teacher on the same split (from its cached log-likelihoods)"),
+               Metric("params_total", par["total"], "params", note="incl. embeddings"),
+               Metric("params_active", par["active"], "params", note="per token (MoE: top-k experts)"),
+               Metric("train_tokens_seen", tr["tokens_seen"], "tokens", note=f"{tr['steps']} steps")]
+        if tr.get("qat"):
+            out.append(Metric("qat_tokens", tr["qat"]["tokens"], "tokens", note=f"QAT {tr['qat']['scheme']} phase"))
+        return out

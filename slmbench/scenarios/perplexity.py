@@ -15,7 +15,8 @@ from pydantic import Field
 
 from ..errors import UserError
 from ..metrics import Metric
-from . import JobContext, Params, register_scenario
+from ..contracts import JobContext, Params, Scenario, register_scenario
+from ..contracts.engine import LOGITS
 
 
 class PerplexityParams(Params):
@@ -101,31 +102,35 @@ def nll_sum(model, ids: list[int], context: int, stride: int, skip: int, device=
     return total, scored
 
 
-@register_scenario("perplexity", PerplexityParams)
-def run(ctx: JobContext, p: PerplexityParams) -> list[Metric]:
-    path = resolve_text(p.text)
-    text = read_text(path, p.max_bytes)
-    eng = ctx.engine
-    ids, tb = token_bytes(eng.tokenizer, text)
-    if len(ids) < 2:
-        raise UserError(f"text {path} has fewer than 2 tokens", field="params.text")
-    stride = p.stride or p.context
-    t0 = time.perf_counter()
-    nats, scored = nll_sum(eng.model, ids, p.context, stride, p.skip, eng.device, ctx.progress)
-    wall = time.perf_counter() - t0
-    n_bytes = len(text.encode("utf-8"))
-    if tb is not None:
-        scored_bytes, how = sum(tb[i] for i in scored), "UTF-8 bytes covered by the scored tokens"
-    else:
-        scored_bytes, how = n_bytes * len(scored) / len(ids), "bytes pro rata (tokenizer without offsets)"
-    lab = {"text": path.name}
-    win = f"context {p.context}, stride {stride}, skip {p.skip}; {len(scored)} of {len(ids)} tokens scored"
-    return [
-        Metric("ppl", math.exp(nats / len(scored)), "", n=len(scored), higher_is_better=False, labels=lab,
-               note=f"exp(mean NLL per token) over {path.name}[:{n_bytes} B], {win}"),
-        Metric("bits_per_byte", nats / math.log(2) / scored_bytes, "bits/B", n=len(scored), higher_is_better=False,
-               labels=lab, note=f"total NLL in bits / {scored_bytes:.0f} {how}; {win}"),
-        Metric("ppl_tokens", len(scored), "tokens", labels=lab, note=f"{len(ids)} tokens in the text"),
-        Metric("ppl_bytes", n_bytes, "B", labels=lab, note="UTF-8 bytes of the text read"),
-        Metric("ppl_s", wall, "s", higher_is_better=False, labels=lab, note="wall time of the forward passes"),
-    ]
+@register_scenario
+class Perplexity(Scenario):
+    name, Params = 'perplexity', PerplexityParams
+    requires = frozenset({LOGITS})
+
+    def run(self, ctx: JobContext, p: PerplexityParams) -> list[Metric]:
+        path = resolve_text(p.text)
+        text = read_text(path, p.max_bytes)
+        eng = ctx.engine
+        ids, tb = token_bytes(eng.tokenizer, text)
+        if len(ids) < 2:
+            raise UserError(f"text {path} has fewer than 2 tokens", field="params.text")
+        stride = p.stride or p.context
+        t0 = time.perf_counter()
+        nats, scored = nll_sum(eng.model, ids, p.context, stride, p.skip, eng.device, ctx.progress)
+        wall = time.perf_counter() - t0
+        n_bytes = len(text.encode("utf-8"))
+        if tb is not None:
+            scored_bytes, how = sum(tb[i] for i in scored), "UTF-8 bytes covered by the scored tokens"
+        else:
+            scored_bytes, how = n_bytes * len(scored) / len(ids), "bytes pro rata (tokenizer without offsets)"
+        lab = {"text": path.name}
+        win = f"context {p.context}, stride {stride}, skip {p.skip}; {len(scored)} of {len(ids)} tokens scored"
+        return [
+            Metric("ppl", math.exp(nats / len(scored)), "", n=len(scored), higher_is_better=False, labels=lab,
+                   note=f"exp(mean NLL per token) over {path.name}[:{n_bytes} B], {win}"),
+            Metric("bits_per_byte", nats / math.log(2) / scored_bytes, "bits/B", n=len(scored), higher_is_better=False,
+                   labels=lab, note=f"total NLL in bits / {scored_bytes:.0f} {how}; {win}"),
+            Metric("ppl_tokens", len(scored), "tokens", labels=lab, note=f"{len(ids)} tokens in the text"),
+            Metric("ppl_bytes", n_bytes, "B", labels=lab, note="UTF-8 bytes of the text read"),
+            Metric("ppl_s", wall, "s", higher_is_better=False, labels=lab, note="wall time of the forward passes"),
+        ]

@@ -1,11 +1,14 @@
-"""PTQ vs QAT at the same training budget, on a small student (until the factory builds one, this trains its own).
+"""PTQ vs QAT at the same training budget, on a small plain-CE student trained here (no teacher: a quick check of
+the QAT machinery; a recipe's `train.qat` is the real thing). Here, not in quant, because it trains.
 
-    python -m slmbench.quant.compare --work DIR [--steps 200 --extra-steps 50 --schemes int8da_int4w,intx8_weight_only]
+    python -m slmbench.factory.ptq_vs_qat --work DIR [--steps 200 --extra-steps 50 --schemes int8da_int4w,...]
 
-1. pretrain a small llama student (SmolLM2's tokenizer) for --steps on the corpus (austen.txt held out);
-2. branch: (a) --extra-steps more float steps → the PTQ parent; (b) per scheme, --extra-steps QAT steps
-   (slmbench.quant.qat.train, the factory's final phase) from the same checkpoint, same batches, same schedule;
-3. export each as an HF directory and write DIR/ptq_vs_qat.yaml: a suite that measures each branch at each
+1. one branch per row, each a run of the factory's training loop (train.fit) over --steps + --extra-steps steps,
+   from the same initial weights over the same batches (SmolLM2's tokenizer; the corpus with austen.txt held out):
+   "float" trains every step in float (the PTQ parent); "qat-SCHEME" trains the last --extra-steps fake-quantized,
+   as a recipe's `train.qat` does. The shared prefix is recomputed per branch (training is deterministic;
+   record.json keeps each branch's loss at step --steps to show it);
+2. export each as an HF directory and write DIR/ptq_vs_qat.yaml: a suite that measures each branch at each
    scheme (perplexity on held-out Austen, latency) through the normal torch backend, which applies the PTQ.
 So every row that says `quantization: int8da_int4w` ran the same kernels; PTQ and QAT rows differ only in the
 weights they quantized."""
@@ -42,61 +45,55 @@ def batches(stream, batch: int, seq: int, seed: int):
         yield torch.stack([stream[s:s + seq] for s in starts])
 
 
+def _args(argv):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--steps", type=int, default=200, help="float steps before the branches differ")
+    ap.add_argument("--extra-steps", type=int, default=50, help="the final steps: QAT in the qat-* branches")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--schemes", default="int8da_int4w,intx8_weight_only")
+    ap.add_argument("--threads", type=int, default=2)
+    return ap.parse_args(argv)
+
+
 def main(argv=None) -> int:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from ..models import smollm2
-    from . import qat
+    from .recipe import Train
+    from .train import fit
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--extra-steps", type=int, default=50)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--qat-lr", type=float, default=3e-4)
-    ap.add_argument("--schemes", default="int8da_int4w,intx8_weight_only")
-    ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args(argv)
+    a = _args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     log = lambda m: print(m, flush=True)  # noqa: E731
-    tok_dir = smollm2.hf_dir(log)
-    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    tok = AutoTokenizer.from_pretrained(str(smollm2.hf_dir(log)))
     stream = token_stream(tok, Path(os.environ["SLMBENCH_DATA_DIR"]))
     log(f"{len(stream)} training tokens")
     cfg = AutoConfig.for_model(**{**STUDENT, "vocab_size": len(tok), "bos_token_id": tok.bos_token_id,
                                   "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id})
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    t0 = time.perf_counter()
-    base_losses = qat.fit(model, batches(stream, a.batch, a.seq, seed=1), a.steps, a.lr, log=log, tag="pretrain")
-    base_s = time.perf_counter() - t0
-    record = {"student": STUDENT, "params": sum(p.numel() for p in model.parameters()), "steps": a.steps,
+    init = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    t = Train(lr=a.lr, warmup_steps=a.warmup)
+    record = {"student": STUDENT, "params": sum(p.numel() for p in init.parameters()), "steps": a.steps,
               "extra_steps": a.extra_steps, "batch": a.batch, "seq": a.seq, "tokens_per_step": a.batch * a.seq,
-              "pretrain_s": base_s, "pretrain_final_loss": base_losses[-1], "branches": {}}
-
-    def save(m, name):
-        d = work / name
-        m.save_pretrained(d)
-        tok.save_pretrained(d)
-        return d
-
-    # (a) the PTQ parent: the same extra budget spent on float training
-    ptq_model = copy.deepcopy(model)
-    t0 = time.perf_counter()
-    la = qat.fit(ptq_model, batches(stream, a.batch, a.seq, seed=2), a.extra_steps, a.qat_lr, log=log, tag="float")
-    record["branches"]["float"] = {"dir": str(save(ptq_model, "student-float")), "final_loss": la[-1],
-                                   "seconds": time.perf_counter() - t0}
-    # (b) QAT per scheme, from the same checkpoint and the same batches
-    for scheme in a.schemes.split(","):
-        m = copy.deepcopy(model)
-        r = qat.train(m, batches(stream, a.batch, a.seq, seed=2), scheme, a.extra_steps, lr=a.qat_lr, log=log)
-        record["branches"][f"qat-{scheme}"] = {"dir": str(save(m, f"student-qat-{scheme}")),
-                                               "final_loss": r["losses"][-1], "seconds": r["seconds"]}
+              "train": t.model_dump(include={"lr", "warmup_steps", "min_lr_ratio", "weight_decay", "grad_clip"}),
+              "branches": {}}
+    for name, scheme in [("float", None)] + [(f"qat-{s}", s) for s in a.schemes.split(",")]:
+        m = copy.deepcopy(init)
+        t0 = time.perf_counter()
+        st = fit(m, batches(stream, a.batch, a.seq, seed=1), a.steps + a.extra_steps, t, scheme=scheme,
+                 qat_from=a.steps, log=log, desc=name)
+        m.save_pretrained(work / f"student-{name}")
+        tok.save_pretrained(work / f"student-{name}")
+        record["branches"][name] = {"dir": str(work / f"student-{name}"), "final_loss": st["log"][-1]["loss"],
+                                    "prefix_loss": st["log"][a.steps - 1]["loss"] if a.steps else None,
+                                    "seconds": time.perf_counter() - t0}
     (work / "record.json").write_text(json.dumps(record, indent=1))
     write_suite(work, a.schemes.split(","), a.threads)
     log(f"wrote {work / 'ptq_vs_qat.yaml'}")

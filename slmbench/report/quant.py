@@ -1,7 +1,7 @@
 """The quantization ladder as one table: for each row of a suite (default `quantization`), the latest result of
 each scenario across that suite's runs in a store (so a ladder run in pieces still makes one table).
 
-    python -m slmbench.quant.report --out /tmp/quant-out [--suite quantization] [--md FILE]
+    python -m slmbench.report.quant --out /tmp/quant-out [--suite quantization] [--md FILE]
 
 Columns: runtime and level, file size, weights read per token, peak RSS, load time, prefill and decode tok/s,
 decode as a fraction of the bandwidth limit (bandwidth ÷ bytes of weights per token), J/token (decode, with its
@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from .. import fmt
+from .tables import md_table
 
 
 def _latest(st, suite: str):
@@ -23,8 +26,7 @@ def _latest(st, suite: str):
         if df.empty:
             continue
         frames.append(df)
-        for job_id, inf in st.db.execute("SELECT job_id, info FROM jobs WHERE run_id=?", (r.run_id,)):
-            info[(r.run_id, job_id)] = json.loads(inf or "{}")
+        info.update({(r.run_id, j): inf for j, inf in st.job_info(r.run_id).items()})
     if not frames:
         return pd.DataFrame(), {}
     df = pd.concat(frames, ignore_index=True)
@@ -71,36 +73,35 @@ def table(out_dir: str | Path, suite: str = "quantization") -> list[dict]:
     return rows
 
 
-def _f(x, fmt):
-    return "—" if x is None or x != x else format(x, fmt)
+def _f(x, spec: str) -> str:
+    return fmt.fixed(x, spec)
+
+
+HEADER = ["row", "runtime", "level", "file MB", "weights/token MB", "peak RSS MB", "load s", "prefill tok/s",
+          "decode tok/s", "decode / BW limit", "J/token (decode)", "ppl (held-out)", "acc"]
+
+
+def _ladder_row(r: dict) -> list[str]:
+    if r["not_ok"] and r["decode_tok_s"] is None and r["ppl"] is None:
+        return [r["row"], r["runtime"], r["level"]] + ["—"] * 9 + \
+            ["unsupported" if "unsupported" in r["not_ok"] else "failed"]
+    acc = f"{r['acc']:.3f} ± {r['acc_stderr']:.3f}" if r["acc"] is not None and r["acc_stderr"] else \
+        _f(r["acc"], ".3f")
+    return [r["row"], r["runtime"], r["level"], _f(r["file_mb"], ".1f"), _f(r["weights_per_token_mb"], ".1f"),
+            _f(r["peak_rss_mb"], ".0f"), _f(r["load_s"], ".2f"), _f(r["prefill_tok_s"], ".0f"),
+            _f(r["decode_tok_s"], ".1f"), _f(r["roofline_frac"], ".0%"), _f(r["decode_j_per_token"], ".3f"),
+            _f(r["ppl"], ".2f"), acc]
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| row | runtime | level | file MB | weights/token MB | peak RSS MB | load s | prefill tok/s | "
-            "decode tok/s | decode / BW limit | J/token (decode) | ppl (held-out) | acc |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    notes = []
-    for r in rows:
-        if r["not_ok"] and r["decode_tok_s"] is None and r["ppl"] is None:
-            notes.append(f"- **{r['row']}**: {r['not_ok']}")
-            what = "unsupported" if "unsupported" in r["not_ok"] else "failed"
-            lines.append(f"| {r['row']} | {r['runtime']} | {r['level']} | " + " | ".join(["—"] * 9) + f" | {what} |")
-            continue
-        acc = f"{r['acc']:.3f} ± {r['acc_stderr']:.3f}" if r["acc"] is not None and r["acc_stderr"] else \
-            _f(r["acc"], ".3f")
-        lines.append(
-            f"| {r['row']} | {r['runtime']} | {r['level']} | {_f(r['file_mb'], '.1f')} | "
-            f"{_f(r['weights_per_token_mb'], '.1f')} | {_f(r['peak_rss_mb'], '.0f')} | {_f(r['load_s'], '.2f')} | "
-            f"{_f(r['prefill_tok_s'], '.0f')} | {_f(r['decode_tok_s'], '.1f')} | {_f(r['roofline_frac'], '.0%')} | "
-            f"{_f(r['decode_j_per_token'], '.3f')} | {_f(r['ppl'], '.2f')} | {acc} |")
-        if r["not_ok"]:
-            notes.append(f"- **{r['row']}**: {r['not_ok']}")
+    notes = [f"- **{r['row']}**: {r['not_ok']}" for r in rows if r["not_ok"]]
     src = {r["energy_source"] for r in rows if r["energy_source"]}
     tail = [f"J/token source: {', '.join(sorted(src))}."] if src else []
     task = next((r["acc_task"] for r in rows if r["acc_task"]), None)
     if task:
         tail.append(f"acc: lm-eval {task}, 0-shot (± stderr).")
-    return "\n".join(lines + [""] + tail + ([""] + notes if notes else [])) + "\n"
+    return "\n".join([md_table(HEADER, [_ladder_row(r) for r in rows]), ""] + tail + ([""] + notes if notes else [])) \
+        + "\n"
 
 
 def ondevice_markdown(rows: list[dict]) -> str:
@@ -110,28 +111,27 @@ def ondevice_markdown(rows: list[dict]) -> str:
     pick = [r for r in rows if r in pick or ((r["runtime"], r["level"]) in base and not r["compile"]
                                              and r["load"] == "mmap")]
     pick.sort(key=lambda r: (r["runtime"], r["level"], r["compile"], r["load"] != "mmap"))
-    head = ("| row | runtime | level | graph | weights | load s | peak RSS during load MB | peak RSS MB | "
-            "prefill tok/s | decode tok/s |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in pick:
-        lines.append(f"| {r['row']} | {r['runtime']} | {r['level']} | "
-                     f"{'compiled (static cache)' if r['compile'] else 'eager'} | {r['load']} | "
-                     f"{_f(r['load_s'], '.2f')} | {_f(r['load_peak_rss_mb'], '.0f')} | {_f(r['peak_rss_mb'], '.0f')} | "
-                     f"{_f(r['prefill_tok_s'], '.0f')} | {_f(r['decode_tok_s'], '.1f')} |")
-    return "\n".join(lines) + "\n"
+    header = ["row", "runtime", "level", "graph", "weights", "load s", "peak RSS during load MB", "peak RSS MB",
+              "prefill tok/s", "decode tok/s"]
+    return md_table(header, [[r["row"], r["runtime"], r["level"], "compiled (static cache)" if r["compile"] else
+                              "eager", r["load"], _f(r["load_s"], ".2f"), _f(r["load_peak_rss_mb"], ".0f"),
+                              _f(r["peak_rss_mb"], ".0f"), _f(r["prefill_tok_s"], ".0f"),
+                              _f(r["decode_tok_s"], ".1f")] for r in pick]) + "\n"
 
 
 def qat_markdown(rows: list[dict], record: dict | None = None) -> str:
-    """PTQ vs QAT (suite written by slmbench.quant.compare): per scheme, the float parent's PTQ next to the QAT
+    """PTQ vs QAT (suite written by slmbench.factory.ptq_vs_qat): per scheme, the float parent's PTQ next to the QAT
     branch, with the float model as reference."""
-    head = "| row | scheme | weights | ppl (held-out) | bits/byte | Δppl vs fp32 | prefill tok/s | decode tok/s |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    header = ["row", "scheme", "weights", "ppl (held-out)", "bits/byte", "Δppl vs fp32", "prefill tok/s",
+              "decode tok/s"]
     ref = next((r["ppl"] for r in rows if r["level"] == "fp32"), None)
+    out = []
     for r in sorted(rows, key=lambda r: (r["level"] != "fp32", r["level"], r["row"])):
         kind = "QAT" if "qat" in r["row"] else ("PTQ" if r["level"] != "fp32" else "float")
-        d = f"{(r['ppl'] / ref - 1):+.1%}" if ref and r["ppl"] else "—"
-        lines.append(f"| {r['row']} | {r['level']} | {kind} | {_f(r['ppl'], '.2f')} | {_f(r['bits_per_byte'], '.3f')} | "
-                     f"{d} | {_f(r['prefill_tok_s'], '.0f')} | {_f(r['decode_tok_s'], '.1f')} |")
+        out.append([r["row"], r["level"], kind, _f(r["ppl"], ".2f"), _f(r["bits_per_byte"], ".3f"),
+                    fmt.pct(r["ppl"] / ref - 1) if ref and r["ppl"] else "—", _f(r["prefill_tok_s"], ".0f"),
+                    _f(r["decode_tok_s"], ".1f")])
+    lines = [md_table(header, out)]
     if record:
         lines += ["", f"Student: llama {record['student']['num_hidden_layers']} layers × "
                   f"{record['student']['hidden_size']} wide, {record['params'] / 1e6:.1f} M params, SmolLM2 tokenizer; "
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     ap.add_argument("--suite", default="quantization")
     ap.add_argument("--md", help="write the Markdown table here")
     ap.add_argument("--json", help="write the rows as JSON here")
-    ap.add_argument("--qat-record", help="record.json of slmbench.quant.compare: print the PTQ-vs-QAT table")
+    ap.add_argument("--qat-record", help="record.json of slmbench.factory.ptq_vs_qat: print the PTQ-vs-QAT table")
     a = ap.parse_args(argv)
     rows = table(a.out, a.suite)
     md = markdown(rows) if not a.qat_record else qat_markdown(rows, json.loads(Path(a.qat_record).read_text()))
