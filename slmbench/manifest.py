@@ -37,7 +37,7 @@ def versions() -> dict:
     return out
 
 
-def build(seed: int, threads: int | None = None) -> dict:
+def collect(seed: int, threads: int | None = None) -> dict:
     import os
     return {"host": host_info(), "versions": versions(), "git": git_commit(), "seed": seed,
             "threads": threads, "argv": sys.argv,

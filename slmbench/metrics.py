@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from . import fmt
 from .stats import summarize
 
-SOURCES = ("measured", "estimated", "projected")
+PROVENANCE = ("measured", "estimated", "projected")  # how a figure was obtained: a row's `source` column
 
 
 @dataclass
@@ -24,8 +24,8 @@ class Metric:
     note: str = ""  # how it was obtained, one line
 
     def __post_init__(self):
-        if self.source not in SOURCES:
-            raise ValueError(f"metric {self.name}: source must be one of {SOURCES}, not {self.source!r}")
+        if self.source not in PROVENANCE:
+            raise ValueError(f"metric {self.name}: source must be one of {PROVENANCE}, not {self.source!r}")
 
     @classmethod
     def from_samples(cls, name: str, samples: list[float], unit: str, **kw) -> "Metric":

@@ -123,7 +123,7 @@ def run_suite(suite_path: str, out: Path, run_id: str | None = None, resume: boo
     with _run_lock(out, run_id), _sigterm_as_interrupt():
         threads = {j.variant.threads or j.device_threads for j in jobs}
         store.start_run(run_id, suite.name, str(suite_path), sha,
-                        {**manifest.build(suite.seed, sorted(t or 0 for t in threads)), "executor": executor,
+                        {**manifest.collect(suite.seed, sorted(t or 0 for t in threads)), "executor": executor,
                          "address": address, "plan": planned.summary(), "not_planned": planned.skipped})
         try:
             _execute(store, run_id, suite, jobs, out, console, ex, planned.summary())
@@ -154,11 +154,11 @@ def _execute(store: Store, run_id: str, suite, jobs: list, out: Path, console: C
              summary: str = "") -> None:
     done = store.done_jobs(run_id)
     todo = [j for j in jobs if j.key not in done]
-    log.info(f"[bold]run[/] {run_id}: suite [cyan]{suite.name}[/], {summary or f'{len(jobs)} jobs'}"
+    log.info(f"[bold]run[/] {run_id}: suite [cyan]{escape(suite.name)}[/], {escape(summary or f'{len(jobs)} jobs')}"
              + (f", {len(jobs) - len(todo)} already done" if done else "") + f" → {store.path}")
     for job in [j for j in todo if j.unsupported]:  # decided at planning: recorded without starting a process
         _record(store, run_id, job, JobResult("unsupported", job.unsupported), time.time())
-        log.info(f"  [yellow]unsupported[/] {job.label}: {job.unsupported}")
+        log.info(f"  [yellow]unsupported[/] {escape(job.label)}: {escape(job.unsupported)}")
     todo = [j for j in todo if not j.unsupported]
     from .executors import make_executor
     from .executors.bandwidth import ensure_bandwidth
@@ -243,7 +243,7 @@ def rerun_jobs(store: Store, run_id: str, suite: str, jobs: list, out: Path, exe
     from .executors import make_executor
     ex = make_executor(executor, address, todo)
     threads = sorted({j.variant.threads or j.device_threads or 0 for j in todo})
-    store.start_run(run_id, suite, "", "", {**manifest.build(todo[0].seed, threads), "rerun_of": rerun_of,
+    store.start_run(run_id, suite, "", "", {**manifest.collect(todo[0].seed, threads), "rerun_of": rerun_of,
                                             "executor": executor, "address": address})
     say = (lambda i, job: console.print(f"rerunning suspect: {job.label}", markup=False)) if console else \
         (lambda i, job: None)

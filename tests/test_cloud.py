@@ -174,7 +174,7 @@ def test_lm_eval_through_the_endpoint(servers, monkeypatch):
     """lm-eval's own OpenAI-compatible model as the cloud engine builds it: generation requests reach the server
     with our key; log-likelihood is refused in one line where the profile says no prompt logprobs."""
     from lm_eval.api.instance import Instance
-    from slmbench.adapters.cloud import lm_eval_model
+    from slmbench.backends.openai import lm_eval_model
     from slmbench.errors import Unsupported
     monkeypatch.setenv("SLMBENCH_TEST_KEY", SECRET)
     srv = servers("ok")
@@ -316,7 +316,7 @@ def test_real_llama_server_lm_eval_generation(llama_server, monkeypatch):
     """lm-eval's own OpenAI-compatible model, as the cloud engine builds it: generation works; log-likelihood is
     refused in one line (llama.cpp's server returns no correct prompt logprobs)."""
     from lm_eval.api.instance import Instance
-    from slmbench.adapters.cloud import lm_eval_model
+    from slmbench.backends.openai import lm_eval_model
     from slmbench.errors import Unsupported
     s = settings(llama_server, read_timeout_s=60, timeout_s=120)
     lm = lm_eval_model(s, Client(s), tokenizer=None)

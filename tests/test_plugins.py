@@ -3,6 +3,7 @@ one device adapter, one scenario — one file each) installed through entry poin
 it; and the registry's rules (duplicates, non-subclasses, undeclared capabilities, unknown names)."""
 from __future__ import annotations
 
+import itertools
 import shutil
 import sqlite3
 from pathlib import Path
@@ -97,14 +98,15 @@ def test_plugin_knobs_are_validated_by_their_backend(demo_site, tmp_path):
 
 # --- the registry's rules -----------------------------------------------------------------------------------------
 
-def test_registry_refuses_duplicates_non_subclasses_and_undeclared_capabilities():
-    from slmbench.contracts import Engine, Registry, RegistryError, Scenario
-    from slmbench.contracts.engine import GENERATE, LOGLIKELIHOOD
-    from slmbench.errors import UserError
-    reg = Registry("backend", Engine, "slmbench.backends")
+_SERIAL = itertools.count()
 
-    class A(Engine):
-        name = "dup"
+
+def _generate_only(name: str):
+    """A minimal engine that can only generate (nothing else declared, nothing else defined)."""
+    from slmbench.contracts import Engine
+    from slmbench.contracts.engine import GENERATE
+
+    class GenerateOnly(Engine):
         capabilities = frozenset({GENERATE})
 
         @classmethod
@@ -116,10 +118,20 @@ def test_registry_refuses_duplicates_non_subclasses_and_undeclared_capabilities(
 
         def generate(self, ids, n_new, clock=None, past=None):
             return []
+    GenerateOnly.name = name
+    GenerateOnly.__qualname__ = f"GenerateOnly{next(_SERIAL)}"  # each call a distinct class, as two plugins are
+    return GenerateOnly
 
+
+def test_registry_refuses_duplicates_non_subclasses_and_undeclared_capabilities():
+    from slmbench.contracts import Engine, Registry, RegistryError, Scenario
+    from slmbench.contracts.engine import GENERATE, LOGLIKELIHOOD
+    from slmbench.errors import UserError
+    reg = Registry("backend", Engine, "slmbench.backends")
+    A = _generate_only("dup")
     reg.register(A)
     reg.register(A)  # the same class again (a module imported twice) is harmless
-    B = type("B", (A,), {"name": "dup"})
+    B = _generate_only("dup")  # another class under a taken name
     with pytest.raises(RegistryError, match="duplicate backend 'dup'"):
         reg.register(B)
     with pytest.raises(RegistryError, match="not a subclass of Engine"):
@@ -131,24 +143,9 @@ def test_registry_refuses_duplicates_non_subclasses_and_undeclared_capabilities(
 
 
 def test_an_engine_lacking_a_capability_says_so_instead_of_crashing():
-    from slmbench.contracts import SCENARIOS, Engine
-    from slmbench.contracts.engine import GENERATE
+    from slmbench.contracts import SCENARIOS
     from slmbench.errors import Unsupported
-
-    class OnlyGen(Engine):
-        name = "onlygen"
-        capabilities = frozenset({GENERATE})
-
-        @classmethod
-        def load(cls, *a, **k):
-            return cls()
-
-        def describe(self):
-            return {}
-
-        def generate(self, ids, n_new, clock=None, past=None):
-            return []
-
+    OnlyGen = _generate_only("onlygen")
     with pytest.raises(Unsupported, match="no 'weights' capability"):
         OnlyGen().weight_bytes()
     from slmbench.adapters.cpu import CpuAdapter

@@ -56,8 +56,8 @@ class RandomInit(Source):
         try:
             make_config(spec.config)
         except Exception as e:  # transformers raises its own types for a config it rejects: one line, exit 2
-            raise UserError(f"bad random-init config: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                            file=file, field=f"{field}.config")
+            why = " ".join(str(e).split())[:300] or type(e).__name__
+            raise UserError(f"bad random-init config: {why}", file=file, field=f"{field}.config")
 
     @classmethod
     def resolve(cls, spec, progress=print) -> ModelFiles:

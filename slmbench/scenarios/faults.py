@@ -13,12 +13,13 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..errors import UserError
 from ..metrics import Metric
 from ..contracts import JobContext, Params, Scenario, register_scenario
 
 
 class FaultParams(Params):
-    kind: Literal["segfault", "raise", "hang", "alloc", "exit", "ok"] = "ok"
+    kind: Literal["segfault", "raise", "bad_input", "hang", "alloc", "exit", "ok"] = "ok"
     message: str = Field("injected fault", max_length=500, description="text of the exception for kind=raise")
     alloc_step_mb: int = Field(64, ge=1, le=4096, description="kind=alloc: touched memory added per step")
     alloc_max_gb: float = Field(64, gt=0, le=4096, description="kind=alloc: stop (and fail) after this much")
@@ -36,6 +37,8 @@ class Fault(Scenario):
             ctypes.string_at(0)  # reads address 0: SIGSEGV, no Python exception
         elif p.kind == "raise":
             raise RuntimeError(p.message)
+        elif p.kind == "bad_input":  # input found bad only inside the job (data moved since validation)
+            raise UserError(p.message, file="injected.yaml", field="fault")
         elif p.kind == "hang":
             while True:  # sleeps, so it hangs without burning a core others need
                 time.sleep(1)

@@ -1,35 +1,29 @@
-"""Device adapter `pinned`: this machine's CPU, with the job pinned to the profile's first `cores` CPUs
-(sched_setaffinity) — peak RSS from the kernel's high-water mark, no energy or bandwidth figures."""
+"""Device adapter `pinned`: this machine's CPU with the job pinned to the profile's first `cores` CPUs
+(sched_setaffinity). It reuses the built-in CPU adapter's readers (peak RSS) and declares less: no energy or
+bandwidth figures, so scenarios needing them are recorded unsupported on it."""
 from __future__ import annotations
 
 import os
 
-from slmbench.adapters.cpu import peak_rss_bytes, reset_peak_rss, rss_bytes
-from slmbench.contracts import Adapter, register_adapter
+from slmbench.adapters.cpu import CpuAdapter
+from slmbench.contracts import register_adapter
 from slmbench.contracts.adapter import HOST_CPU, MEMORY, RUNS_MODELS
 
 
 @register_adapter
-class PinnedCpu(Adapter):
+class PinnedCpu(CpuAdapter):
     name = "pinned"
     capabilities = frozenset({RUNS_MODELS, HOST_CPU, MEMORY})
-    memory_kind = "rss"
 
     def setup(self) -> None:
         cpus = sorted(os.sched_getaffinity(0))[: self.profile.cores or 1]
         os.sched_setaffinity(0, cpus)
         self.threads = len(cpus)
-        import torch
-        torch.set_num_threads(self.threads)
+        super().setup()
+
+    def bandwidth(self) -> dict | None:
+        return None
 
     def info(self) -> dict:
-        return {"adapter": self.name, "profile": self.profile.name, "cpus": sorted(os.sched_getaffinity(0))}
-
-    def reset_peak_memory(self) -> bool:
-        return reset_peak_rss()
-
-    def peak_memory_bytes(self) -> int:
-        return peak_rss_bytes()
-
-    def memory_bytes(self) -> int:
-        return rss_bytes()
+        return {"adapter": self.name, "profile": self.profile.name, "cpus": sorted(os.sched_getaffinity(0)),
+                "threads": self.threads}
