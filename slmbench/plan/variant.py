@@ -100,7 +100,18 @@ def knob_problem(backend: str, engine_cls, e: ValidationError) -> str:
         own = ", ".join(engine_cls.Knobs.model_fields) or "none"
         by = f"a knob of backend {', '.join(owners)}" if owners else "not a knob of any backend"
         return f"{k} is {by}; backend {backend!r} owns: {own}"
-    return f"{k}: {err['msg']} (backend {backend!r})"
+    v = err.get("input")
+    others = [n for n, c in BACKENDS.all().items() if n != backend and k in c.Knobs.model_fields and _accepts(c, k, v)]
+    return (f"{k}={v!r} is not a {backend} value ({err['msg']})"
+            + (f"; backend {', '.join(others)} accepts it" if others else ""))
+
+
+def _accepts(engine_cls, k: str, v: Any) -> bool:
+    try:
+        engine_cls.Knobs(**{k: v})
+        return True
+    except ValidationError:
+        return False
 
 
 def default_of(k: str) -> Any:
