@@ -55,7 +55,6 @@ def cmd_run(a) -> int:
     from .store import Store
     from .report.render import to_rich
     st = Store(out)
-    st.note_executor(run_id, a.executor, a.address)  # where its jobs ran: a rerun of suspects runs them there again
     df = st.rows(run_id)
     console.print(to_rich(df, title=f"run {run_id}"))
     from .report.tables import failures, sources_note
@@ -67,6 +66,20 @@ def cmd_run(a) -> int:
     if a.baseline:
         return _after_run(st, run_id, a, out, console)
     return 0
+
+
+def cmd_bench(a) -> int:
+    """One model in one line: a suite built from the arguments, validated and run as a file is (cmd_run)."""
+    from . import bench
+    suite = bench.from_args(a)
+    if a.print_suite:
+        bench.validate(suite)
+        sys.stdout.write(bench.to_yaml(suite))
+        return 0
+    path = bench.write_suite(suite, _out(a.out))
+    print(f"suite {path} (rerun: slmbench run {path})", file=sys.stderr)
+    return cmd_run(argparse.Namespace(suite=str(path), out=a.out, quick=False, run_id=None, resume=False,
+                                      baseline=None, force=False, executor="local", address=None))
 
 
 def _after_run(st, run_id: str, a, out: Path, console) -> int:
@@ -309,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--executor", choices=["local", "ray"], default="local", help="local: one process per job "
                     "here; ray: each job on a Ray node that advertises its device (pip install 'slmbench[ray]')")
     sp.add_argument("--address", help="--executor ray: the cluster's head (HOST:PORT); none: start a local one")
+    sp = add("bench", cmd_bench, "benchmark one model in one line: a Hub id, a GGUF file, an HF directory, smollm2")
+    from .bench import add_arguments
+    add_arguments(sp)
     sp = add("node", cmd_node, "start this machine as a Ray node for --executor ray, advertising its devices")
     sp.add_argument("--devices", required=True, help="comma-separated device profiles this machine owns")
     sp.add_argument("--address", help="the head to join (HOST:PORT); none: start the head here")

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
@@ -94,9 +96,27 @@ def include_dirs(extra: list[str] = (), file: str | None = None, field: str | No
     return [materialise(d) for d in dirs]
 
 
+class _NoOverrideNotes(logging.Filter):
+    def filter(self, record) -> bool:
+        return "overrides existing task" not in str(record.msg)
+
+
+@contextmanager
+def quiet_task_loading():
+    """lm-eval warns once per task a later directory redefines (~80 a run: the pack overrides lm-eval's own tasks
+    and suites/tasks the pack, on purpose). Dropped while tasks load; its other warnings still show."""
+    log, f = logging.getLogger("lm_eval.tasks._index"), _NoOverrideNotes()
+    log.addFilter(f)
+    try:
+        yield
+    finally:
+        log.removeFilter(f)
+
+
 def _index(dirs: list[Path]) -> dict:
     from lm_eval.tasks._index import TaskIndex
-    return TaskIndex.build(dirs)
+    with quiet_task_loading():
+        return TaskIndex.build(dirs)
 
 
 def leaf_configs(names: list[str], index: dict) -> dict[str, dict]:
@@ -177,7 +197,8 @@ def check_tasks(tasks: list[str], extra_dirs: list[str] = (), file: str | None =
 
 def task_manager(extra_dirs: list[str] = (), local_only: bool = True):
     from lm_eval.tasks import TaskManager
-    return TaskManager(include_path=[str(d) for d in include_dirs(extra_dirs)], include_defaults=not local_only)
+    with quiet_task_loading():
+        return TaskManager(include_path=[str(d) for d in include_dirs(extra_dirs)], include_defaults=not local_only)
 
 
 # --- the model --------------------------------------------------------------------------------------------------
@@ -188,14 +209,17 @@ def _lm_class():
 
     @register_model("slmbench")
     class SlmbenchLM(HFLM):
-        """HFLM on an slmbench Engine's model object. From lm-eval's CLI: --model slmbench --model_args
-        source=smollm2|hf|random,path=...,dtype=fp32,quantization=none|int8_dynamic,threads=2"""
+        """HFLM on an slmbench Engine's model object. From lm-eval's CLI, as with its `hf` model: --model slmbench
+        --model_args pretrained=DIR|HUB_ID|FILE.gguf|smollm2[,revision=...,dtype=float32,trust_remote_code=True]
+        (or source=smollm2|hf|random|...,path=...), plus slmbench's quantization=none|int8_dynamic|...,threads=2"""
 
-        def __init__(self, engine=None, source: str = "smollm2", path: str | None = None, dtype: str = "fp32",
-                     quantization: str = "none", threads: int | None = None, batch_size=1, device=None,
-                     max_batch_size=64, **kw):
+        def __init__(self, engine=None, pretrained: str | None = None, source: str | None = None,
+                     path: str | None = None, revision: str | None = None, trust_remote_code: bool = False,
+                     dtype: str = "fp32", quantization: str = "none", threads: int | None = None, batch_size=1,
+                     device=None, max_batch_size=64, **kw):
             if engine is None:
-                engine = load_engine_standalone(source, path, dtype, quantization, threads)
+                entry = _entry(pretrained, source, path, revision, trust_remote_code)
+                engine = load_engine_standalone(entry, None, _DTYPES.get(str(dtype), dtype), quantization, threads)
             self.engine = engine
             # HFLM re-ties input/output embeddings; on a quantized variant that would undo (or break on) the
             # quantized head. The engine's model is already exactly the variant to score.
@@ -224,11 +248,33 @@ def from_engine(engine, batch_size=1, **kw):
     return engine.lm_eval_model(batch_size=batch_size, **kw)
 
 
-def load_engine_standalone(source: str, path: str | None, dtype: str, quantization: str, threads):
+_DTYPES = {"float32": "fp32", "auto": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # lm-eval's hf spellings
+
+
+def _entry(pretrained, source, path, revision, trust_remote_code) -> dict:
+    """The model entry: `pretrained` as lm-eval's hf model takes it (a directory or Hub id; here also a GGUF file
+    or a source name), or slmbench's own source/path; default the real SmolLM2."""
+    if pretrained is not None and source is not None:
+        raise UserError("give pretrained= or source=, not both", field="--model_args")
+    if pretrained is not None:
+        from .models.hub import model_entry
+        entry = model_entry(str(pretrained))
+    else:
+        entry = {"source": source or "smollm2", "path": path}
+    if revision:
+        entry["revision"] = revision
+    if str(trust_remote_code).lower() in ("1", "true", "yes"):
+        entry["trust_remote_code"] = True
+    return entry
+
+
+def load_engine_standalone(source: str | dict, path: str | None, dtype: str, quantization: str, threads):
+    """An engine outside any suite (lm-eval's CLI). source: a source name (with path), or a whole model entry."""
     from . import models
     from .contracts import load_profile, make_adapter
     from .plan import ModelSpec, Variant
-    spec = ModelSpec(name="lm-eval", source=source, path=path)
+    entry = source if isinstance(source, dict) else {"source": source, "path": path}
+    spec = ModelSpec(name="lm-eval", **entry)
     variant = Variant(dtype=dtype, quantization=quantization, threads=int(threads) if threads else None)
     adapter = make_adapter(load_profile("local-cpu"), variant.threads)
     adapter.setup()
@@ -252,11 +298,31 @@ def cli(argv: list[str] | None = None) -> int:
         for i, d in enumerate(dirs):
             shutil.copytree(d, tmp / f"{i}-{d.name}")
         tmp.rename(root)
-    go_offline()
-    lm_class()
-    from lm_eval.__main__ import cli_evaluate
-    sys.argv = ["lm_eval", *argv, "--include_path", str(root)]
-    return cli_evaluate() or 0
+    try:
+        _prefetch(argv)
+        go_offline()
+        lm_class()
+        from lm_eval.__main__ import cli_evaluate
+        sys.argv = ["lm_eval", *argv, "--include_path", str(root)]
+        with quiet_task_loading():
+            return cli_evaluate() or 0
+    except UserError as e:  # a model that is not there: one line, exit 2, as slmbench's own commands do
+        print(f"error: {e.line()}", file=sys.stderr)
+        return 2
+
+
+def _prefetch(argv: list[str]) -> None:
+    """A Hub model is fetched into the cache before the run goes offline (the task data is local)."""
+    if "--model_args" not in argv or argv.index("--model_args") + 1 >= len(argv):
+        return
+    args = dict(kv.split("=", 1) for kv in argv[argv.index("--model_args") + 1].split(",") if "=" in kv)
+    if "pretrained" in args:
+        from .models.hub import hub_file, model_entry, snapshot
+        entry, say = model_entry(args["pretrained"]), (lambda m: print(m, file=sys.stderr))
+        if entry["source"] == "hub":
+            snapshot(entry["path"], args.get("revision"), args.get("trust_remote_code", "").lower() == "true", say)
+        elif entry.get("file"):
+            hub_file(entry["path"], entry["file"], args.get("revision"), say)
 
 
 if __name__ == "__main__":

@@ -95,15 +95,6 @@ class Store:
                             (run_id, job.key, job.label, json.dumps(job.to_json(), default=str), status, error,
                              started, finished, finished - started, json.dumps(info or {}, default=str)))
 
-    def note_executor(self, run_id: str, executor: str, address: str | None) -> None:
-        """Record in the run's manifest where its jobs ran (kept if the runner already recorded it), so a rerun
-        of its suspects goes through the same executor and cluster."""
-        with self._tx():
-            man = self.manifest(run_id)
-            if "executor" not in man:
-                self.db.execute("UPDATE runs SET manifest=? WHERE run_id=?",
-                                (json.dumps({**man, "executor": executor, "address": address}, default=str), run_id))
-
     def _tx(self):
         db = self.db
 

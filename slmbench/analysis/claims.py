@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..plan.claims import Claim, Comparison, Plot, Select, check_claims, parse  # noqa: F401  (the schema)
+from ..plan import Claim, Comparison, Plot, Select, check_claims  # noqa: F401  (the schema)
+from ..plan import parse_claims as parse  # noqa: F401
 
 Z = 1.959964
 

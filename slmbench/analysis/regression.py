@@ -89,7 +89,7 @@ class Verdict:
 def comparable(df: pd.DataFrame) -> pd.DataFrame:
     """Adds `key`: equal for the same model variant, device, scenario, params, metric and labels across runs.
     Test-only inject_* knobs are dropped from the variant: an injected slowdown is the same variant, slower."""
-    from ..plan.variant import canonical
+    from ..plan import canonical
     df = df.copy()
 
     def var(v):

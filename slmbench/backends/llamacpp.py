@@ -1,9 +1,10 @@
 """llama.cpp backend (through llama-cpp-python): the runtime on-device users deploy, for every GGUF level.
 
-The model's HF directory is exported to GGUF and quantized once (slmbench.quant.gguf, cached); the Engine then
-runs it with the same interface as the torch backend, so latency / memory / energy scenarios time it the same way
-(one perf_counter per token, greedy, fixed new-token count). Token ids come from the model's HF tokenizer, so both
-backends see identical inputs.
+The model's HF directory is exported to GGUF and quantized once (slmbench.quant.gguf, cached); a GGUF file of the
+user's (`files.gguf_path`) runs as it is. The Engine runs it with the same interface as the torch backend, so
+latency / memory / energy scenarios time it the same way (one perf_counter per token, greedy, fixed new-token
+count). Token ids come from the model's HF tokenizer, so both backends see identical inputs; a GGUF that comes
+without one uses its own vocabulary through llama.cpp.
 
 Quality goes through log-likelihoods computed here from llama.cpp's full-vocabulary logits (llama-cpp-python's own
 `echo=True` prompt logprobs are off by one position in 0.3.36): `loglikelihood(context_ids, continuation_ids)`
@@ -13,7 +14,9 @@ perplexity scenario.
 One llama.cpp context holds one sequence; a "past" is the token list that context holds, checked on use."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 from typing import Literal
@@ -45,7 +48,7 @@ class _LogitsModel:
 
 
 class LlamaCppKnobs(Knobs):
-    # GGUF level (slmbench.quant.gguf); none = f32
+    # GGUF level (slmbench.quant.gguf); none = f32, or a GGUF file's own level
     quantization: Literal[("none", *LEVELS)] = "none"
     load: Literal["mmap", "full"] = "mmap"
 
@@ -179,8 +182,7 @@ class LlamaCppEngine(Engine):
 
     def weight_bytes_per_token(self) -> int:
         """All tensors, except a token_embd that is not also the output matrix (one row of it is read)."""
-        from ..quant.gguf import tensor_bytes
-        tb = tensor_bytes(self.gguf_path)
+        tb = {t[0]: t[3] for t in self._header().tensors}
         total = self.weight_bytes()
         if "output.weight" in tb:
             total -= tb.get("token_embd.weight", 0)
@@ -211,16 +213,21 @@ class LlamaCppEngine(Engine):
                 "kv_heads": int(md.get(f"{arch}.attention.head_count_kv", heads)),
                 "head_dim": int(md.get(f"{arch}.attention.key_length", emb // heads)), "arch": arch}
 
+    def _header(self):
+        """The file's own metadata and tensor table (read once, no weights)."""
+        if getattr(self, "_hdr", None) is None:
+            from ..models.gguf import read_header
+            self._hdr = read_header(self.gguf_path)
+        return self._hdr
+
     def describe(self) -> dict:
         import llama_cpp
-
-        from ..quant.gguf import gguf_meta
         h = self._hparams()
         return {"backend": self.backend, "origin": self.origin, "model_type": h["arch"], "params": self.param_count(),
                 "weight_bytes": self.weight_bytes(), "weights_per_token_bytes": self.weight_bytes_per_token(),
                 "file_bytes": self.file_bytes(), "layers": h["layers"], "heads": h["heads"],
                 "kv_heads": h["kv_heads"], "vocab": h["vocab"], "quantization": self.level,
-                "gguf": str(self.gguf_path), "gguf_build_s": round(self.build_s, 2), **gguf_meta(self.gguf_path),
+                "gguf": str(self.gguf_path), "gguf_build_s": round(self.build_s, 2), **self._header().facts(),
                 "n_ctx": self.llm.n_ctx(), "n_batch": self.llm.n_batch, "threads": self.adapter.threads,
                 "mmap": self.variant.load == "mmap", "llama_cpp_python": llama_cpp.__version__,
                 "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip()}
@@ -236,20 +243,103 @@ def _common_prefix(a, b) -> int:
 
 def _load(files, variant, adapter, progress=print) -> LlamaCppEngine:
     from ..quant.gguf import gguf_for
-    level = "f32" if variant.quantization == "none" else variant.quantization
     try:
         import llama_cpp
     except ImportError as e:
         raise Unsupported(f"backend 'llamacpp' needs llama-cpp-python (pip install 'slmbench[llamacpp]'): {e}")
-    if files.hf_dir is None:
+    if getattr(files, "gguf_path", None) is not None:
+        path, level, build_s = _own_file(Path(files.gguf_path), variant.quantization, adapter.threads, progress)
+        origin = files.origin if path == Path(files.gguf_path) else f"{files.origin} → GGUF {level}"
+    elif files.hf_dir is None:
         raise Unsupported("backend 'llamacpp' needs a model with files (a random-init config must be saved first)")
-    from transformers import AutoTokenizer
-    path, build_s = gguf_for(files.hf_dir, level, adapter.threads, progress)
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=N_CTX, n_batch=512, n_ubatch=512, n_threads=adapter.threads,
-                          n_threads_batch=adapter.threads, use_mmap=variant.load == "mmap", logits_all=False,
-                          verbose=False)
-    tok = AutoTokenizer.from_pretrained(str(files.tokenizer_dir))
-    return LlamaCppEngine(llm, tok, variant, adapter, f"{files.origin} → GGUF {level}", path, level, build_s)
+    else:
+        level = "f32" if variant.quantization == "none" else variant.quantization
+        path, build_s = gguf_for(files.hf_dir, level, adapter.threads, progress)
+        origin = f"{files.origin} → GGUF {level}"
+    llm = _open(llama_cpp, path, n_ctx=N_CTX, n_batch=512, n_ubatch=512, n_threads=adapter.threads,
+                n_threads_batch=adapter.threads, use_mmap=variant.load == "mmap", logits_all=False, verbose=False)
+    if files.tokenizer_dir is not None:
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(str(files.tokenizer_dir))
+    else:
+        tok = GGUFTokenizer(llm)
+    return LlamaCppEngine(llm, tok, variant, adapter, origin, path, level, build_s)
+
+
+def _own_file(path: Path, quantization: str, threads, progress) -> tuple[Path, str, float]:
+    """A user's GGUF: as it is for `none` (or its own level); full-precision files are quantized once by llama.cpp
+    (as exports are). A quantized file is not quantized again: llama.cpp refuses that unless forced, and the result
+    would carry two rounding errors, measuring neither level."""
+    from ..models.gguf import file_key, read_header
+    from ..quant.gguf import quantize
+    from ..settings import cache_dir
+    h = read_header(path)
+    if quantization in ("none", h.level):
+        return path, h.level or h.file_type, 0.0  # info says q4_k_m, not "none"
+    if h.file_type not in ("ALL_F32", "MOSTLY_F16", "MOSTLY_BF16"):
+        raise Unsupported(f"{path.name} is already quantized ({h.level or h.file_type}); requantizing it to "
+                          f"{quantization} would compound two quantization errors: use quantization: none (the "
+                          "file's own level), or start from an F32/F16/BF16 GGUF")
+    out = cache_dir() / "gguf" / f"{path.stem}-{file_key(path)}" / f"model-{quantization}.gguf"
+    if out.is_file():
+        return out, quantization, 0.0
+    t0 = time.perf_counter()
+    progress(f"llama.cpp: quantizing {path.name} to {quantization} (once)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quantize(path, out, quantization, threads)
+    return out, quantization, time.perf_counter() - t0
+
+
+def _open(llama_cpp, path: Path, **kw):
+    """llama_cpp.Llama with llama.cpp's own log kept while it loads: on failure that log says why (an architecture
+    this llama.cpp does not know is `unsupported`; anything else an error)."""
+    import ctypes
+
+    from ..errors import JobError
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def keep(level, text, user_data):
+        lines.append(text.decode("utf-8", errors="replace"))
+    llama_cpp.llama_log_set(keep, ctypes.c_void_p(0))
+    try:
+        return llama_cpp.Llama(model_path=str(path), **kw)
+    except ValueError as e:
+        said = [ln.strip() for ln in lines if "error" in ln.lower()] or [str(e)]
+        why = said[-1].split("error loading model: ", 1)[-1]
+        if "unknown model architecture" in why:
+            raise Unsupported(f"llama.cpp (llama-cpp-python {llama_cpp.__version__}) cannot run {path.name}: {why}")
+        raise JobError("error", f"llama.cpp could not load {path.name}: {why}")
+    finally:
+        from llama_cpp import _logger  # llama-cpp-python's own callback back in place
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+class GGUFTokenizer:
+    """The GGUF's own vocabulary through llama.cpp, for a file that comes without a Hugging Face tokenizer: the
+    calls scenarios and lm-eval make of a transformers tokenizer (no offsets: bits-per-byte goes pro rata)."""
+
+    def __init__(self, llm):
+        self.llm = llm
+        self.vocab_size = llm.n_vocab()
+        bos, eos = llm.token_bos(), llm.token_eos()
+        self.bos_token_id, self.eos_token_id = (bos if bos >= 0 else None), (eos if eos >= 0 else None)
+        self.pad_token_id = None
+
+    def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = False, **_):
+        if return_offsets_mapping:
+            raise NotImplementedError("llama.cpp's tokenizer gives no character offsets")
+        add = bool(add_special_tokens) and self.bos_token_id is not None
+        return {"input_ids": self.llm.tokenize(text.encode("utf-8"), add_bos=add, special=False)}
+
+    def encode(self, text: str, add_special_tokens: bool = True, **_) -> list[int]:
+        return self(text, add_special_tokens)["input_ids"]
+
+    def decode(self, ids, skip_special_tokens: bool = False, **_) -> str:
+        return self.llm.detokenize(list(ids), special=not skip_special_tokens).decode("utf-8", errors="replace")
+
+    def __len__(self) -> int:
+        return self.vocab_size
 
 
 # --- lm-eval ------------------------------------------------------------------------------------------------------

@@ -232,6 +232,14 @@ def _load(files, variant, adapter, progress=print) -> TorchEngine:
 
     dtype = getattr(torch, _DTYPES[variant.dtype])
     ptq.check(variant.quantization, variant.dtype, adapter.torch_device)  # refuse before loading anything
+    build_s = 0.0
+    if files.config is None and files.hf_dir is None and getattr(files, "gguf_path", None) is not None:
+        import dataclasses
+
+        from ..models.gguf import hf_dir_for  # transformers' GGUF loader, dequantized once to a cached dir
+        d, build_s = hf_dir_for(files.gguf_path, progress)
+        files = dataclasses.replace(files, hf_dir=d, tokenizer_dir=files.tokenizer_dir or d,
+                                    origin=f"{files.origin} → fp32 safetensors")
     if files.config is not None:
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(files.config, dtype=dtype)
@@ -254,4 +262,6 @@ def _load(files, variant, adapter, progress=print) -> TorchEngine:
         gc.cache_implementation = "static"
         gc.compile_config = gc.compile_config or CompileConfig()
         gc.compile_config._compile_all_devices = True
-    return TorchEngine(model, tok, variant, adapter, files.origin, n_params)
+    eng = TorchEngine(model, tok, variant, adapter, files.origin, n_params)
+    eng.build_s = build_s  # a one-off conversion is not load time
+    return eng

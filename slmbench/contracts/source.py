@@ -18,6 +18,7 @@ class ModelFiles:
     origin: str = ""  # human description for the manifest (e.g. the GGUF it came from)
     build_dir: Path | None = None  # a factory artifact (manifest.json, held-out split): the heldout scenario reads it
     trust_remote_code: bool = False
+    gguf_path: Path | None = None  # a GGUF file: llama.cpp runs it as it is; torch converts it once to an HF dir
 
 
 class Source(ABC):

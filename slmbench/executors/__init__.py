@@ -1,7 +1,8 @@
 """Executors: where and how jobs run. The runner hands an executor the jobs still to do and records each result in
 its store as the executor yields it; an executor never touches the store.
 
-    local  one fresh process per job on this machine, one job at a time (executors/local.py)
+    local  one fresh process per job on this machine, one job at a time (executors/local.py); a job on an
+           `adapter: ssh` device runs the same way on that device, over SSH (executors/ssh.py)
     ray    the same per-job process, placed by Ray on a node that advertises the job's device (executors/ray.py)
 
 An executor is a context manager (it owns its cluster connection, if any) with one method:
@@ -39,11 +40,18 @@ class LocalExecutor:
 
     def run(self, jobs: list, log_dir: Path, starting: Callable = lambda i, job: None,
             progress: Callable = lambda job, msg: None) -> Iterator[tuple]:
+        from ..contracts import load_profile
         from .local import run_job_process
         for i, job in enumerate(jobs):
             starting(i, job)
             started = time.time()
-            yield job, started, run_job_process(job, log_dir, lambda msg, job=job: progress(job, msg))
+            relay = lambda msg, job=job: progress(job, msg)  # noqa: E731
+            profile = load_profile(job.device)
+            if profile.adapter == "ssh":  # measured on the device itself: the job runs there (executors/ssh.py)
+                from .ssh import run_job_ssh
+                yield job, started, run_job_ssh(job, profile, log_dir, relay)
+            else:
+                yield job, started, run_job_process(job, log_dir, relay)
 
 
 def make_executor(name: str, address: str | None = None, jobs: list | None = None):

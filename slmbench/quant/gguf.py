@@ -78,41 +78,55 @@ def _tokenizer_fields(hf_dir: Path, n_vocab: int) -> dict:
 
 def export(hf_dir: Path, out: Path, ftype: str = "f32") -> Path:
     """Write `out` (a GGUF, ftype f32|f16) from a llama-architecture HF safetensors directory."""
-    import numpy as np
     from gguf import GGUFWriter
     from safetensors import safe_open
 
     cfg = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
-    if cfg.get("model_type") not in ("llama", "mistral") or cfg.get("attention_bias") or cfg.get("mlp_bias"):
-        raise Unsupported(f"GGUF export handles llama-architecture models without biases; {hf_dir} is "
-                          f"{cfg.get('model_type')!r}")
-    n_head, n_kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
-    rope = cfg.get("rope_parameters") or {}
-    theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
-    if rope.get("rope_type", "default") != "default" or cfg.get("rope_scaling"):
-        raise Unsupported(f"GGUF export: rope scaling {rope.get('rope_type') or cfg.get('rope_scaling')} not handled")
-
+    shape = _llama_shape(cfg, hf_dir)
     tensors = {}
     for f in sorted(hf_dir.glob("*.safetensors")):
         with safe_open(str(f), framework="np") as sf:
             for k in sf.keys():
                 tensors[k] = sf.get_tensor(k)
     n_vocab = tensors["model.embed_tokens.weight"].shape[0]
-    tok = _tokenizer_fields(hf_dir, n_vocab)
-    name = str(cfg.get("_model_name_or_path") or hf_dir.name)
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     w = GGUFWriter(str(tmp), "llama")
+    _write_metadata(w, cfg, shape, _tokenizer_fields(hf_dir, n_vocab), str(cfg.get("_model_name_or_path") or
+                                                                         hf_dir.name), n_vocab, ftype)
+    _write_tensors(w, tensors, cfg, shape, ftype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    os.replace(tmp, out)
+    return out
+
+
+def _llama_shape(cfg: dict, hf_dir: Path) -> dict:
+    """Heads, KV heads, head size and rope base of a config the exporter can write; Unsupported otherwise."""
+    if cfg.get("model_type") not in ("llama", "mistral") or cfg.get("attention_bias") or cfg.get("mlp_bias"):
+        raise Unsupported(f"GGUF export handles llama-architecture models without biases; {hf_dir} is "
+                          f"{cfg.get('model_type')!r}")
+    n_head = cfg["num_attention_heads"]
+    rope = cfg.get("rope_parameters") or {}
+    if rope.get("rope_type", "default") != "default" or cfg.get("rope_scaling"):
+        raise Unsupported(f"GGUF export: rope scaling {rope.get('rope_type') or cfg.get('rope_scaling')} not handled")
+    return {"n_head": n_head, "n_kv": cfg.get("num_key_value_heads") or n_head,
+            "head_dim": cfg.get("head_dim") or cfg["hidden_size"] // n_head,
+            "theta": rope.get("rope_theta", cfg.get("rope_theta", 10000.0))}
+
+
+def _write_metadata(w, cfg: dict, shape: dict, tok: dict, name: str, n_vocab: int, ftype: str) -> None:
+    n_head, head_dim = shape["n_head"], shape["head_dim"]
     w.add_name(name)
     w.add_context_length(cfg.get("max_position_embeddings", 2048))
     w.add_embedding_length(cfg["hidden_size"])
     w.add_block_count(cfg["num_hidden_layers"])
     w.add_feed_forward_length(cfg["intermediate_size"])
     w.add_head_count(n_head)
-    w.add_head_count_kv(n_kv)
-    w.add_rope_freq_base(float(theta))
+    w.add_head_count_kv(shape["n_kv"])
+    w.add_rope_freq_base(float(shape["theta"]))
     w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-5)))
     w.add_rope_dimension_count(head_dim)
     if head_dim != cfg["hidden_size"] // n_head:
@@ -138,6 +152,10 @@ def export(hf_dir: Path, out: Path, ftype: str = "f32") -> Path:
     if tok["chat_template"]:
         w.add_chat_template(tok["chat_template"])
 
+
+def _write_tensors(w, tensors: dict, cfg: dict, shape: dict, ftype: str) -> None:
+    import numpy as np
+
     def put(gname, arr):
         arr = np.ascontiguousarray(arr.astype(np.float32))
         if ftype == "f16" and arr.ndim == 2:  # llama.cpp keeps norms (1-D) in F32
@@ -158,16 +176,10 @@ def export(hf_dir: Path, out: Path, ftype: str = "f32") -> Path:
             raise Unsupported(f"GGUF export: tensor {k} has no llama.cpp name")
         suffix = ".".join(parts[3:])
         if suffix == "self_attn.q_proj.weight":
-            v = _permute(v, n_head)
+            v = _permute(v, shape["n_head"])
         elif suffix == "self_attn.k_proj.weight":
-            v = _permute(v, n_kv)
+            v = _permute(v, shape["n_kv"])
         put(f"blk.{parts[2]}.{_LAYER_MAP[suffix]}", v)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    os.replace(tmp, out)
-    return out
 
 
 def quantize(src: Path, dst: Path, level: str, threads: int | None = None) -> Path:

@@ -205,7 +205,7 @@ class Speculative(Scenario):
     requires = frozenset({TORCH_MODEL})
 
     def run(self, ctx: JobContext, p: SpeculativeParams) -> list[Metric]:
-        from ..speculative import NoDraft, Runner, acceptance, expected_tokens, generate, predicted_speedup
+        from ..speculative import NoDraft, Runner, generate
         eng, n = ctx.engine, p.gen_tokens
         if not hasattr(eng, "model"):
             raise Unsupported(f"speculative decoding runs on the torch backend, not {eng.backend!r}")
@@ -225,58 +225,7 @@ class Speculative(Scenario):
             return {"base": base, "spec": spec, "b": b, "s": s}
 
         reps = ctx.repeat(once)
-        steps = [st for r in reps for st in r["s"].steps]
-        a, a_pos, n_steps = acceptance(steps)
-        a = 0.0 if a != a else a  # no draft position reached at all (gen_tokens too short to draft)
-        step_s = [r["b"].total_s / n for r in reps]  # target alone: seconds per token = per one-token step
-        t_step = statistics.median(step_s)
-        drafted_positions = [sum(k for k, _, _ in r["s"].steps) for r in reps]
-        c = statistics.median([r["s"].draft_s / max(k, 1) for r, k in zip(reps, drafted_positions)]) / t_step
-        v = statistics.median([r["s"].verify_s / len(r["s"].steps) for r in reps]) / t_step
-        g_eff = sum(k for k, _, _ in steps) / len(steps)  # g in force: g except the capped last step; adaptive: mean
-        accepted_per_step = sum(acc for _, _, acc in steps) / len(steps)
-        pred = predicted_speedup(a, g_eff, c)
-        speedups = [r["b"].total_s / r["s"].total_s for r in reps]
-        spec_s = [r["s"].total_s for r in reps]
-        note_ab = f"{len(reps)} paired reps, {n} new tokens after a {p.prompt_tokens}-token prompt, prefill excluded"
-        m = [
-            Metric("acceptance_rate", a, "fraction", n=n_steps, higher_is_better=True,
-                   note="accepted ÷ draft positions reached (a rejection ends a step; an empty n-gram slot = rejected)"),
-            Metric("mean_accepted_len", accepted_per_step, "tokens", n=n_steps, higher_is_better=True,
-                   note="draft tokens accepted per target step"),
-            Metric("tokens_per_step", n * len(reps) / n_steps, "tokens", n=n_steps, higher_is_better=True,
-                   note="new tokens per target forward pass (accepted + the target's own)"),
-            Metric("tokens_per_step_predicted", expected_tokens(a, g_eff), "tokens", source="estimated",
-                   note=f"(1-a^(g+1))/(1-a), a={a:.3f}, g={g_eff:.2f}: the i.i.d.-acceptance model"),
-            Metric("g_effective", g_eff, "tokens", note="mean draft length in force per step"),
-            Metric("cost_ratio_c", c, "ratio", higher_is_better=False,
-                   note="measured: draft time per drafted position ÷ target one-token step, same loop and runtime"),
-            Metric("verify_cost_ratio", v, "ratio", higher_is_better=False,
-                   note="measured: one target pass over the draft (g+1 tokens) ÷ a one-token target step; the formula "
-                        "assumes 1"),
-            Metric("speedup_predicted", pred, "x", source="estimated", higher_is_better=True,
-                   note="Leviathan et al.: (1-a^(g+1))/((1-a)(g·c+1)) from the measured a and c"),
-            Metric("speedup_predicted_verify", expected_tokens(a, g_eff) / (g_eff * c + v), "x", source="estimated",
-                   higher_is_better=True, note="same, with the measured verify cost in place of 1"),
-            Metric.from_samples("speedup", speedups, "x", higher_is_better=True,
-                                note=f"wall clock, target alone ÷ speculative; {note_ab}"),
-            Metric("speedup_vs_predicted", statistics.median(speedups) / pred, "ratio",
-                   note="measured ÷ predicted speedup (1 = the theory holds)"),
-            Metric.from_samples("target_tok_s", [n / r["b"].total_s for r in reps], "tok/s", higher_is_better=True,
-                                note="target alone, same loop"),
-            Metric.from_samples("spec_tok_s", [n / x for x in spec_s], "tok/s", higher_is_better=True),
-            Metric("draft_tok_s", 1 / (c * t_step) if c > 0 else None, "tok/s", higher_is_better=True,
-                   note="one drafted position per this many seconds⁻¹ (n-gram: a lookup)"),
-            Metric.from_samples("time_frac_draft", [r["s"].draft_s / r["s"].total_s for r in reps], "fraction"),
-            Metric.from_samples("time_frac_verify", [r["s"].verify_s / r["s"].total_s for r in reps], "fraction"),
-            Metric.from_samples("time_frac_overhead", [1 - (r["s"].draft_s + r["s"].verify_s) / r["s"].total_s
-                                                       for r in reps], "fraction",
-                                note="acceptance rule, cache crops, bookkeeping"),
-            Metric("draft_load_s", draft_load_s, "s", higher_is_better=False),
-        ]
-        for i, x in enumerate(a_pos, start=1):
-            m.append(Metric("acceptance_rate_pos", x if x == x else None, "fraction", labels={"pos": i}, higher_is_better=True,
-                            note="P(accept draft token i | tokens 1..i-1 accepted)"))
+        m = _metrics(_stats(reps, n), reps, p, draft_load_s)
         if p.temperature == 0:
             same = [r["base"] == r["spec"] for r in reps]
             first = next((i for i, (x, y) in enumerate(zip(reps[0]["base"], reps[0]["spec"])) if x != y), None)
@@ -286,6 +235,69 @@ class Speculative(Scenario):
             if p.hf_reference:
                 m += _hf_reference(eng, p, prompt, draft_model, reps[0]["base"])
         return m
+
+
+def _stats(reps: list[dict], n: int) -> dict:
+    """Acceptance and cost ratios from paired repetitions (target alone vs speculative, same seed)."""
+    from ..speculative import acceptance, predicted_speedup
+    steps = [st for r in reps for st in r["s"].steps]
+    a, a_pos, n_steps = acceptance(steps)
+    a = 0.0 if a != a else a  # no draft position reached at all (gen_tokens too short to draft)
+    t_step = statistics.median([r["b"].total_s / n for r in reps])  # target alone: s per token = per 1-token step
+    drafted_positions = [sum(k for k, _, _ in r["s"].steps) for r in reps]
+    c = statistics.median([r["s"].draft_s / max(k, 1) for r, k in zip(reps, drafted_positions)]) / t_step
+    v = statistics.median([r["s"].verify_s / len(r["s"].steps) for r in reps]) / t_step
+    g_eff = sum(k for k, _, _ in steps) / len(steps)  # g in force: g except the capped last step; adaptive: mean
+    return {"a": a, "a_pos": a_pos, "n_steps": n_steps, "t_step": t_step, "c": c, "v": v, "g_eff": g_eff,
+            "accepted_per_step": sum(acc for _, _, acc in steps) / len(steps),
+            "pred": predicted_speedup(a, g_eff, c), "speedups": [r["b"].total_s / r["s"].total_s for r in reps]}
+
+
+def _metrics(st: dict, reps: list[dict], p, draft_load_s: float) -> list[Metric]:
+    from ..speculative import expected_tokens
+    n, a, c, v, g_eff, n_steps, pred = (p.gen_tokens, st["a"], st["c"], st["v"], st["g_eff"], st["n_steps"],
+                                        st["pred"])
+    speedups, spec_s = st["speedups"], [r["s"].total_s for r in reps]
+    note_ab = f"{len(reps)} paired reps, {n} new tokens after a {p.prompt_tokens}-token prompt, prefill excluded"
+    m = [
+        Metric("acceptance_rate", a, "fraction", n=n_steps, higher_is_better=True,
+               note="accepted ÷ draft positions reached (a rejection ends a step; an empty n-gram slot = rejected)"),
+        Metric("mean_accepted_len", st["accepted_per_step"], "tokens", n=n_steps, higher_is_better=True,
+               note="draft tokens accepted per target step"),
+        Metric("tokens_per_step", n * len(reps) / n_steps, "tokens", n=n_steps, higher_is_better=True,
+               note="new tokens per target forward pass (accepted + the target's own)"),
+        Metric("tokens_per_step_predicted", expected_tokens(a, g_eff), "tokens", source="estimated",
+               note=f"(1-a^(g+1))/(1-a), a={a:.3f}, g={g_eff:.2f}: the i.i.d.-acceptance model"),
+        Metric("g_effective", g_eff, "tokens", note="mean draft length in force per step"),
+        Metric("cost_ratio_c", c, "ratio", higher_is_better=False,
+               note="measured: draft time per drafted position ÷ target one-token step, same loop and runtime"),
+        Metric("verify_cost_ratio", v, "ratio", higher_is_better=False,
+               note="measured: one target pass over the draft (g+1 tokens) ÷ a one-token target step; the formula "
+                    "assumes 1"),
+        Metric("speedup_predicted", pred, "x", source="estimated", higher_is_better=True,
+               note="Leviathan et al.: (1-a^(g+1))/((1-a)(g·c+1)) from the measured a and c"),
+        Metric("speedup_predicted_verify", expected_tokens(a, g_eff) / (g_eff * c + v), "x", source="estimated",
+               higher_is_better=True, note="same, with the measured verify cost in place of 1"),
+        Metric.from_samples("speedup", speedups, "x", higher_is_better=True,
+                            note=f"wall clock, target alone ÷ speculative; {note_ab}"),
+        Metric("speedup_vs_predicted", statistics.median(speedups) / pred, "ratio",
+               note="measured ÷ predicted speedup (1 = the theory holds)"),
+        Metric.from_samples("target_tok_s", [n / r["b"].total_s for r in reps], "tok/s", higher_is_better=True,
+                            note="target alone, same loop"),
+        Metric.from_samples("spec_tok_s", [n / x for x in spec_s], "tok/s", higher_is_better=True),
+        Metric("draft_tok_s", 1 / (c * st["t_step"]) if c > 0 else None, "tok/s", higher_is_better=True,
+               note="one drafted position per this many seconds⁻¹ (n-gram: a lookup)"),
+        Metric.from_samples("time_frac_draft", [r["s"].draft_s / r["s"].total_s for r in reps], "fraction"),
+        Metric.from_samples("time_frac_verify", [r["s"].verify_s / r["s"].total_s for r in reps], "fraction"),
+        Metric.from_samples("time_frac_overhead", [1 - (r["s"].draft_s + r["s"].verify_s) / r["s"].total_s
+                                                   for r in reps], "fraction",
+                            note="acceptance rule, cache crops, bookkeeping"),
+        Metric("draft_load_s", draft_load_s, "s", higher_is_better=False),
+    ]
+    for i, x in enumerate(st["a_pos"], start=1):
+        m.append(Metric("acceptance_rate_pos", x if x == x else None, "fraction", labels={"pos": i}, higher_is_better=True,
+                        note="P(accept draft token i | tokens 1..i-1 accepted)"))
+    return m
 
 
 def _hf_reference(eng, p, prompt, draft_model, ours) -> list[Metric]:

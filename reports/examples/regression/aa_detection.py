@@ -1,5 +1,5 @@
 """A/A false alarms and injected-regression detection from real runs of suites/nightly.yaml (the evidence behind
-slmbench/regression.py's default thresholds).
+slmbench/regression_rules.py's default thresholds).
 
     python reports/examples/regression/aa_detection.py AA_OUT [DET_OUT] > aa-detection.md
 
@@ -13,7 +13,8 @@ import json
 import sys
 from collections import defaultdict
 
-from slmbench.regression import compare_frames, merge_rules, rule_for
+from slmbench.analysis.regression import compare_frames
+from slmbench.regression_rules import merge_rules
 from slmbench.store import Store
 
 rules = merge_rules({})
