@@ -2,6 +2,7 @@
 progress printed inside a job reaches the runner; bad input found only inside a job is `error`, not `crashed`."""
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from conftest import TINY_MODEL, run_cli, tiny_suite
@@ -22,6 +23,14 @@ def test_plain_lines_per_job_and_error_status(tmp_path):
     db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
     assert dict(db.execute("SELECT scenario, status FROM (SELECT json_extract(spec, '$.scenario') AS scenario, "
                            "status FROM jobs)")) == {"latency": "ok", "fault": "error"}
+    # results where analysts work: JSON objects (not JSON strings inside JSON), parquet for pandas
+    rc, out, err = run_cli("results", "--out", tmp_path / "out", "--format", "json")
+    rows = json.loads(out)
+    assert rc == 0 and rows[0]["variant"]["backend"] == "torch" and rows[0]["params"]["prompt_tokens"] == 8
+    assert any(r["value"] is None for r in rows)  # the failed job's row: null, not NaN
+    rc, _, err = run_cli("results", "--out", tmp_path / "out", "--format", "parquet", "--output", tmp_path / "r.pq")
+    import pandas as pd
+    assert rc == 0 and len(pd.read_parquet(tmp_path / "r.pq")) == len(rows), err
 
 
 def test_progress_lines_are_relayed_from_the_job_log(tmp_path):

@@ -181,6 +181,10 @@ def test_overhead_of_the_ssh_path(tmp_path, devices, sshd, monkeypatch):
     from slmbench.executors.ssh import run_job_ssh
     from slmbench.plan import expand, load_suite
     job = expand(load_suite(str(_suite(tmp_path, ["local-cpu"]))), tmp_path)[0]
+    sjob = expand(load_suite(str(_suite(tmp_path, ["ssh-dev"], name="ssh2"))), tmp_path)[0]  # same job, there
+    # the "device" is this machine: give it the same model/tokenizer/bandwidth cache, so A and B differ only by
+    # the SSH path (a fresh device cache would add its one-off bandwidth measurement to B)
+    _profile(devices, "ssh-dev", sshd, tmp_path / "remote", remote_cache_dir=CACHE_DIR)
     prof = load_profile("ssh-dev")
     local, remote, parts = [], [], []
     for _ in range(2):
@@ -188,7 +192,7 @@ def test_overhead_of_the_ssh_path(tmp_path, devices, sshd, monkeypatch):
         assert run_job_process(job, tmp_path / "logs").status == "ok"
         local.append(time.perf_counter() - t)
         t = time.perf_counter()
-        res = run_job_ssh(job, prof, tmp_path / "logs")
+        res = run_job_ssh(sjob, prof, tmp_path / "logs")
         remote.append(time.perf_counter() - t)
         assert res.status == "ok", res.error
         parts.append(res.info["ssh"]["times_s"])
@@ -266,16 +270,16 @@ def _full_dir(tmp_path: Path):
     """A work directory on a tiny tmpfs filled up (root), else a read-only directory. Returns (path, undo)."""
     d = tmp_path / "full"
     d.mkdir()
-    if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)],
+    if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(d)],
                                             capture_output=True).returncode == 0:
-        with open(d / "ballast", "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-                    f.flush()
-            except OSError:
+        fd = os.open(d / "ballast", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096):
                 pass
-        return d, lambda: (os.remove(d / "ballast"))  # space freed; unmounted at the end
+        except OSError:  # ENOSPC: full
+            pass
+        os.close(fd)
+        return d, lambda: os.remove(d / "ballast")  # space freed; unmounted at the end
 
     d.chmod(0o555)
     return d, lambda: d.chmod(0o755)
@@ -352,3 +356,16 @@ def test_profile_refuses_key_material(tmp_path, sshd, monkeypatch):
     with pytest.raises(UserError) as e:
         load_profile("bad")
     assert "extra.energy_sensor" in e.value.line()
+
+
+def test_timeout_on_the_device_kills_the_job(tmp_path, devices, sshd, monkeypatch):
+    """settings.timeout_s is enforced on the device (the same run_job_process as a local job): `timeout`, one line."""
+    monkeypatch.setenv("SLMBENCH_DEVICES_DIR", str(devices))
+    from slmbench.contracts import load_profile
+    from slmbench.executors.ssh import run_job_ssh
+    from slmbench.plan import expand, load_suite
+    job = expand(load_suite(str(_suite(tmp_path, ["ssh-dev"], timeout_s=1))), tmp_path)[0]
+    res = run_job_ssh(job, load_profile("ssh-dev"), tmp_path / "logs")
+    print(f"\n  fault line: {res.status}: {res.error}")
+    assert res.status == "timeout" and "settings.timeout_s" in res.error
+    assert not list((tmp_path / "remote" / "jobs").iterdir())  # cleaned up on the device

@@ -1,5 +1,10 @@
-"""transformers + torch backend. Greedy generation with a fixed new-token count; per-token timestamps come from a
-streamer callback (one perf_counter per token), so the measured loop *is* `model.generate`."""
+"""transformers + torch backend. Greedy generation with a fixed new-token count; per-token timestamps come from one
+perf_counter per token (TokenClock). Two decode paths (knob `decode`):
+
+    fast      (default) the prompt and first token through `model.generate`, then a static KV cache and one flat
+              single-token step per token (backends/torch_fast.py): token-identical to generate, without its
+              per-token Python; models it cannot run (recorded as `decode_path` in the job's info) use generate
+    generate  the measured loop *is* `model.generate`, timed by its streamer (what every row before `decode` was)"""
 from __future__ import annotations
 
 from typing import Literal
@@ -11,6 +16,7 @@ from ..contracts.engine import (GENERATE, KV_CACHE, LM_EVAL, LOGITS, LOGLIKELIHO
 from ..quant.ptq import TORCH_SCHEMES
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+FAST_PATH = "fast (static KV cache, one flat step per token)"
 
 
 def _cache_kw() -> str:
@@ -25,10 +31,18 @@ _CACHE_KW = _cache_kw()
 class TorchKnobs(Knobs):
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     quantization: Literal[tuple(TORCH_SCHEMES)] = "none"  # slmbench.quant.ptq
+    # compile: transformers' own compiled generate (static cache + torch.compile, compiled at the first call, i.e.
+    # in the scenario's warm-up). It is generate's alternative to the fast path, not a layer on it: with compile:
+    # true the decode path is the compiled generate whatever `decode` says.
     compile: bool = False
     load: Literal["mmap", "full"] = "mmap"  # weights memory-mapped, or read fully into memory
     # mha: a GQA/MQA model with each KV head repeated (the same function, more KV cache): what GQA saves
     attention: Literal["native", "mha"] = "native"
+    # decode: fast — the static-cache flat-step greedy loop of backends/torch_fast.py (token-identical to generate);
+    # generate — transformers' model.generate. NOTE: stored rows from before this knob existed have the same job
+    # keys (the default is left out of them) but were measured with generate: their decode tok/s, ITL and roofline
+    # fraction are generate's, so a compare against them shows the fast path's gain, not a regression of either.
+    decode: Literal["fast", "generate"] = "fast"
 
 
 @register_backend
@@ -45,16 +59,44 @@ class TorchEngine(Engine):
         self._n_params = n_params  # counted before quantization (which may untie a shared embedding)
         self.config = model.config
         self.device = adapter.torch_device
+        self._fast = None  # the FastDecoder, built at the first generate (over the model as it is then)
+        self.compile_s: float | None = None if variant.compile else 0.0  # None: compiled inside generate, untimed
+        self.decode_path = "generate"
+        if variant.compile:
+            self.decode_path = "generate (compiled by transformers)"
+        elif getattr(variant, "decode", "generate") == "fast":
+            from .torch_fast import unsupported_reason
+            why = unsupported_reason(model)
+            self.decode_path = (FAST_PATH if why is None else f"generate (the fast path does not run {why})")
 
     # --- execution ------------------------------------------------------------------------------------------
     def generate(self, ids: list[int], n_new: int, clock: TokenClock | None = None, past=None):
+        """Greedy, exactly n_new new tokens; returns an object with `.sequences` (1, len(ids) + n_new)."""
+        if self.decode_path == FAST_PATH:
+            from transformers.generation.utils import GenerateDecoderOnlyOutput
+            if self._fast is None:
+                from .torch_fast import FastDecoder
+                self._fast = FastDecoder(self.model)
+            seq, _ = self._fast.generate(lambda cache: self._generate(ids, 1, clock, cache, min_new=1), ids, n_new,
+                                         clock, past, eos=self._eos_ids())
+            self.adapter.sync()
+            return GenerateDecoderOnlyOutput(sequences=seq)
+        return self._generate(ids, n_new, clock, past)
+
+    def _eos_ids(self) -> tuple[int, ...]:
+        """The ids transformers' min_new_tokens processor masks (generation_config.eos_token_id)."""
+        e = self.model.generation_config.eos_token_id
+        return () if e is None else tuple(int(i) for i in (e if isinstance(e, (list, tuple)) else [e]))
+
+    def _generate(self, ids: list[int], n_new: int, clock: TokenClock | None = None, past=None, min_new=None):
         import torch
         x = torch.tensor([ids], device=self.device)
         kw = {_CACHE_KW: past} if past is not None else {}
         with torch.inference_mode():
             out = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n_new,
-                                      min_new_tokens=n_new, do_sample=False, streamer=clock,
-                                      pad_token_id=self._pad_id(), return_dict_in_generate=True, **kw)
+                                      min_new_tokens=n_new if min_new is None else min_new, do_sample=False,
+                                      streamer=clock, pad_token_id=self._pad_id(), return_dict_in_generate=True,
+                                      **kw)
         self.adapter.sync()
         if self.variant.compile and not hasattr(self.model, "_compiled_call"):  # never time eager as "compiled"
             from ..errors import Unsupported
@@ -140,7 +182,11 @@ class TorchEngine(Engine):
                 "layers": c.num_hidden_layers, "heads": c.num_attention_heads,
                 "kv_heads": getattr(c, "num_key_value_heads", None), "vocab": c.vocab_size,
                 "dtype": self.variant.dtype, "quantization": self.variant.quantization,
-                "file_bytes": self.file_bytes(), "weights_per_token_bytes": self.weight_bytes_per_token()}
+                "file_bytes": self.file_bytes(), "weights_per_token_bytes": self.weight_bytes_per_token(),
+                "decode_path": self.decode_path,
+                # the fast path compiles nothing (eager ATen ops from one loop); compile: true compiles inside
+                # generate's first call (the scenario's warm-up), not at load
+                "compile_s": self.compile_s}
 
     # --- scores (quality through the same interface as the llama.cpp engine) ------------------------------
     def loglikelihood(self, context_ids: list[int], continuation_ids: list[int]) -> tuple[float, bool]:

@@ -1,5 +1,6 @@
-"""Harness overhead: decode tok/s as the latency scenario measures it vs a bare `model.generate` loop, same
-process, same model and settings, interleaved A/B so drift hits both equally.
+"""Harness overhead: decode tok/s as the latency scenario measures it vs a bare `engine.generate` loop (on torch the
+variant's decode path: `fast` by default, `generate` = `model.generate`), same process, same model and settings,
+interleaved A/B so drift hits both equally. Decode paths against each other: benchmarks/decode.py.
 
 Bare:    decode tok/s = (N-1) / (median T(generate N) - median T(generate 1))   (no instrumentation at all)
 Harness: decode tok/s = (N-1) / (t_last - t_first) from the per-token clock       (what `latency` reports)

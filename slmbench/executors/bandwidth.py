@@ -1,4 +1,5 @@
-"""The roofline's denominator, measured before the jobs that need it (per machine and thread count, cached)."""
+"""The roofline's denominator, measured before the jobs that need it (per machine and thread count, cached): the C
+read kernel of adapters/bandwidth.py (compiled at first use), or the labelled torch-sum fallback without a compiler."""
 from __future__ import annotations
 
 from typing import Callable
@@ -18,7 +19,7 @@ def ensure_bandwidth(jobs, say: Callable[[str], None] = lambda m: None) -> None:
             continue
         threads = effective_threads(prof, j.variant.threads or j.device_threads)
         if not cached(threads):
-            say(f"measuring memory read bandwidth ({threads} threads, once per machine)…")
+            say(f"measuring memory read bandwidth ({threads} threads, once per machine and thread count)…")
             bw = ensure(threads)
             if bw:
                 say(f"  {bw['gbs']:.1f} GB/s ({bw['method']})")

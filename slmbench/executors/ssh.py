@@ -101,7 +101,10 @@ def run_job_ssh(job, profile, log_dir: Path, progress: Callable[[str], None] | N
         _cleanup(sftp, rdir)
         times["fetch"] = time.perf_counter() - t3
         times["total"] = time.perf_counter() - t0
-        times["overhead"] = times["total"] - remote.get("job", 0.0)
+        # the SSH path's own cost: all but the job process and the device's one-off bandwidth measurement (which
+        # the runner also makes, before the jobs, for a local CPU device)
+        times["overhead"] = times["total"] - remote.get("job_process", remote.get("job", 0.0)) - \
+            remote.get("bandwidth", 0.0)
         info["ssh"]["times_s"] = {k: round(v, 4) for k, v in times.items()}
         return res.with_info(**info)
     except _Fault as f:
@@ -320,8 +323,11 @@ def _execute(client, s, rdir: str, job, where: str, progress) -> tuple[JobResult
         return res, result.get("times", {})
     code = chan.recv_exit_status() if chan.exit_status_ready() else -1
     tail = _last_line(err.decode("utf-8", "replace"))
-    if code == -1 or not client.get_transport().is_active():
+    if not client.get_transport().is_active():
         raise _Fault(LOST, f"connection to {where} lost mid-job" + (f" ({tail})" if tail else ""))
+    if code == -1:  # the channel closed with no exit status: the launcher was killed by a signal
+        raise _Fault("crashed", f"the launcher on {where} died without an exit status (killed by a signal?)" +
+                     (f": {tail}" if tail else ""))
     if "No module named" in tail or code == 127:
         raise _Fault("error", f"cannot start slmbench on {where} with {s.remote_python} (exit {code}): {tail} — "
                      "install slmbench in that Python (extra.remote_python)")
@@ -398,10 +404,11 @@ def serve(rdir: Path) -> int:
         while not done.wait(launch.get("heartbeat_s", HEARTBEAT_S)):
             say("H")
 
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    threading.Thread(target=heartbeat, daemon=True).start()
     t0 = time.perf_counter()
+    times: dict = {}
     try:
+        threading.Thread(target=watch_stdin, daemon=True).start()
+        threading.Thread(target=heartbeat, daemon=True).start()
         need = launch.get("min_free_mb", 0) * 1e6
         for d in {str(rdir), os.environ["SLMBENCH_CACHE_DIR"]}:
             Path(d).mkdir(parents=True, exist_ok=True)
@@ -409,11 +416,14 @@ def serve(rdir: Path) -> int:
             if free < need:
                 raise _Fault(LOST, f"the device's disk is full: {free / 1e6:.0f} MB free in {d}, the job needs "
                              f"{need / 1e6:.0f} MB (extra.min_free_mb); free space there, then run again with --resume")
-        from ..plan import Job
         from .local import run_job_process
-        job = Job.from_json(json.loads((rdir / "job.json").read_text()))
-        _ensure_bandwidth(job, lambda msg: say("P", msg))
+        job = _SpecJob(json.loads((rdir / "job.json").read_text()))
+        times["prep"] = time.perf_counter() - t0
+        _ensure_bandwidth(job.d, lambda msg: say("P", msg))
+        t1 = time.perf_counter()
+        times["bandwidth"] = t1 - t0 - times["prep"]
         res = run_job_process(job, rdir, lambda msg: say("P", msg)).to_dict()
+        times["job_process"] = time.perf_counter() - t1
         log = rdir / f"{job.key}.log"
         if log.is_file():
             os.replace(log, rdir / "job.log")
@@ -425,24 +435,46 @@ def serve(rdir: Path) -> int:
     except KeyboardInterrupt:  # the driver went away: run_job_process has killed the job's process group
         done.set()
         return 130
+    except Exception as e:  # our own bug or bad input here (a UserError): recorded, never a silent exit
+        import traceback
+        traceback.print_exc()
+        line = e.line() if hasattr(e, "line") else f"{type(e).__name__}: {e}"
+        res = {"status": "error" if hasattr(e, "line") else "crashed", "error": f"on the device: {line}"[:500],
+               "metrics": [], "info": {"traceback": traceback.format_exc()[-4000:]}}
     done.set()
-    say("R", json.dumps({"result": res, "times": {"job": time.perf_counter() - t0}}, default=str))
+    say("R", json.dumps({"result": res, "times": {**times, "job": time.perf_counter() - t0}}, default=str))
     return 0
 
 
-def _ensure_bandwidth(job, say) -> None:
+class _SpecJob:
+    """What run_job_process reads of a Job (key, settings, to_json), from the job's JSON. Not plan.Job.from_json:
+    building a Variant loads every backend (torch and all), ~5 s of the launcher's time on a small machine; the
+    worker it starts builds the real Job."""
+
+    def __init__(self, d: dict):
+        from types import SimpleNamespace
+        self.d, self.key = d, d["key"]
+        self.settings = SimpleNamespace(**{"memory_limit_gb": None, **d["settings"]})
+
+    def to_json(self) -> dict:
+        return self.d
+
+
+def _ensure_bandwidth(job: dict, say) -> None:
     """The device's own memory bandwidth for rooflines, measured once per device and thread count (cached in the
     device's cache dir), in its own process, before the job — as the runner does for a local CPU job."""
     from ..adapters.bandwidth import cached, ensure
     from ..contracts import SCENARIOS, effective_threads, load_profile
-    prof = load_profile(job.device)
-    if job.unsupported or prof.memory_bandwidth_gbs or not SCENARIOS.get(job.scenario).needs_engine:
+    prof = load_profile(job["device"])
+    if job.get("unsupported") or prof.memory_bandwidth_gbs:
         return
-    threads = effective_threads(prof, job.variant.threads or job.device_threads)
-    if not cached(threads):
+    threads = effective_threads(prof, (job.get("variant") or {}).get("threads") or job.get("device_threads"))
+    if not cached(threads) and SCENARIOS.get(job["scenario"]).needs_engine:  # (the registry scan, ~2 s: last)
         say(f"measuring memory read bandwidth on the device ({threads} threads, once per device)…")
         ensure(threads)
 
 
 if __name__ == "__main__":
-    sys.exit(serve(Path(sys.argv[1])))
+    code = serve(Path(sys.argv[1]))
+    sys.stdout.flush()
+    os._exit(code)  # no interpreter shutdown with the stdin watcher still blocked in read() (it could abort)

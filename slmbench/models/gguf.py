@@ -260,13 +260,22 @@ def hf_dir_for(path: Path, progress=print) -> tuple[Path, float]:
         return out, 0.0
     t0 = time.perf_counter()
     progress(f"converting {path.name} to safetensors with transformers (once)")
+    try:
+        save_as_hf(path, out)
+    except Unsupported as e:
+        raise Unsupported(f"{e.message} ({h.arch})")
+    return out, time.perf_counter() - t0
+
+
+def save_as_hf(path: Path, out: Path) -> None:
+    """transformers' GGUF loader, dequantized to fp32, saved atomically as a safetensors directory at `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     try:
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype="float32")
     except Exception as e:  # transformers (and tokenizers) refuse a GGUF they cannot map with many types
         why = (str(e).splitlines() or [type(e).__name__])[0][:300]
-        raise Unsupported(f"transformers could not load {path.name} ({h.arch}): {why}")
+        raise Unsupported(f"transformers could not load {path.name}: {why}")
     model.hf_quantizer = None  # a GGUF-loaded model carries a quantizer that save_pretrained refuses
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -280,4 +289,3 @@ def hf_dir_for(path: Path, progress=print) -> tuple[Path, float]:
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out, time.perf_counter() - t0

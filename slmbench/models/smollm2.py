@@ -68,23 +68,8 @@ def hf_dir(progress=print) -> Path:
         return out
     src = gguf_path(progress)
     progress("converting the GGUF to safetensors (once, ~30 s)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-    model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype="float32")
-    # A GGUF-loaded model carries a quantizer; saving needs it gone (see DESIGN: measured on these machines).
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".hf-"))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    from .gguf import save_as_hf
+    save_as_hf(src, out)
     return out
 
 

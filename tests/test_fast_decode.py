@@ -1,0 +1,137 @@
+"""The torch backend's fast decode path (backends/torch_fast.py, knob `decode: fast|generate`, default fast):
+token-identical to `model.generate` under greedy decoding — bit-identical logits per step on a tiny random model,
+the same tokens there (with a KV context, with torch quantization, with mha), the same tokens on the real SmolLM2 —
+the TokenClock contract kept, the knob out of existing job keys, and unsupported models falling back to generate."""
+from __future__ import annotations
+
+import pytest
+
+from slmbench.plan import ModelSpec, Variant
+
+TINY = ModelSpec(name="tiny", source="random",  # the smoke suite's tiny-random model
+                 config={"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2})
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    from slmbench.adapters import load_profile, make_adapter
+    ad = make_adapter(load_profile("local-cpu"), 1)
+    ad.setup()
+    return ad
+
+
+def _engine(spec, variant, adapter):
+    from slmbench import models
+    from slmbench.backends import load_engine
+    return load_engine(models.resolve(spec), variant, adapter)
+
+
+def _new_tokens(eng, ids, n, past=None):
+    from slmbench.contracts import TokenClock
+    clock = TokenClock()
+    out = eng.generate(ids, n, clock, past)
+    assert len(clock.times) == n and clock._seen_prompt  # prompt once, then one put per new token
+    assert all(b >= a for a, b in zip(clock.times, clock.times[1:]))
+    seq = out.sequences[0].tolist()
+    assert seq[:len(ids)] == list(ids) and len(seq) == len(ids) + n
+    return seq[len(ids):]
+
+
+def test_knob_defaults_to_fast_and_stays_out_of_job_keys():
+    assert "decode" not in Variant().dump() and "decode" not in Variant(dtype="bf16").dump()
+    assert Variant(decode="generate").dump()["decode"] == "generate"
+    assert Variant().decode == "fast"
+    assert Variant(backend="llamacpp", decode="generate").problem  # a torch knob
+
+
+def test_step_logits_are_bit_identical_to_transformers(adapter, slm_env):
+    """Each fast step computes exactly transformers' eager decode step (DynamicCache, sdpa): equal, not close."""
+    import torch
+    from transformers import DynamicCache
+
+    from slmbench.backends.torch_fast import FastDecoder
+    m = _engine(TINY, Variant(), adapter).model
+    fd = FastDecoder(m)
+    ids = list(range(3, 40))
+    with torch.inference_mode():
+        cache = DynamicCache(config=m.config)
+        x = torch.tensor([ids])
+        tok = m(x, attention_mask=torch.ones_like(x), cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        fd._ensure_cache(len(ids) + 12, x.device)
+        fd._load_cache(cache)
+        for i in range(12):
+            pos = len(ids) + i
+            ref = m(tok, attention_mask=torch.ones(1, pos + 1, dtype=torch.long), cache=cache, use_cache=True).logits
+            got = fd.step(tok, pos, torch.tensor([[pos]]))
+            assert torch.equal(ref, got), f"step {i}: max |diff| {(ref - got).abs().max().item()}"
+            tok = ref[:, -1:].argmax(-1)
+
+
+@pytest.mark.parametrize("knobs", [{}, {"attention": "mha"}, {"quantization": "int8_dynamic"},
+                                   {"quantization": "int8_weight_only"}, {"quantization": "intx4_weight_only"},
+                                   {"dtype": "bf16"}])
+def test_same_tokens_as_generate_on_the_tiny_model(knobs, adapter, slm_env):
+    fast = _engine(TINY, Variant(**knobs), adapter)
+    gen = _engine(TINY, Variant(decode="generate", **knobs), adapter)
+    assert fast.describe()["decode_path"].startswith("fast") and gen.describe()["decode_path"] == "generate"
+    assert fast.describe()["compile_s"] == 0.0
+    for n_prompt, n_new in ((1, 2), (8, 1), (24, 40)):
+        ids = fast.prompt_ids(n_prompt)
+        assert _new_tokens(fast, ids, n_new) == _new_tokens(gen, ids, n_new), (n_prompt, n_new)
+    # a KV context already there (the latency scenario's depth): prefill(ids[:d]), then generate on top of it
+    ids = fast.prompt_ids(40)
+    a = _new_tokens(fast, ids, 16, fast.prefill(ids[:24]))
+    assert a == _new_tokens(gen, ids, 16, gen.prefill(ids[:24])) == _new_tokens(gen, ids, 16)
+    # the static cache is reused and grown across calls: a longer context after a shorter one
+    ids = fast.prompt_ids(200)
+    assert _new_tokens(fast, ids, 30) == _new_tokens(gen, ids, 30)
+
+
+def test_eos_is_masked_as_min_new_tokens_does(adapter, slm_env):
+    """min = max new tokens: transformers never picks EOS; a fast path that did would stop early elsewhere."""
+    import torch
+    fast = _engine(TINY, Variant(), adapter)
+    gen = _engine(TINY, Variant(decode="generate"), adapter)
+    eos = fast.model.generation_config.eos_token_id
+    for eng in (fast, gen):  # make EOS the argmax everywhere: only the mask keeps it out
+        with torch.no_grad():
+            eng.model.lm_head.weight[eos] = eng.model.lm_head.weight.abs().max() * 50
+    ids = fast.prompt_ids(10)
+    a = _new_tokens(fast, ids, 12)
+    assert eos not in a and a == _new_tokens(gen, ids, 12)
+
+
+def test_unsupported_models_fall_back_to_generate(adapter, slm_env):
+    eng = _engine(TINY, Variant(), adapter)
+    eng.model.generation_config.repetition_penalty = 1.3
+    from slmbench.backends.torch_fast import unsupported_reason
+    assert "repetition_penalty" in unsupported_reason(eng.model)
+    eng2 = _engine(TINY, Variant(), adapter)
+    assert eng2.decode_path.startswith("fast")
+    gemma = _engine(ModelSpec(name="g", source="random", config={
+        "model_type": "gemma3_text", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}), Variant(), adapter)
+    d = gemma.describe()["decode_path"]
+    assert d.startswith("generate (the fast path does not run model_type 'gemma3_text'"), d
+    ids = gemma.prompt_ids(8)
+    assert len(_new_tokens(gemma, ids, 3)) == 3
+    comp = _engine(TINY, Variant(compile=True), adapter)  # transformers' compiled generate, not the fast path
+    assert comp.decode_path == "generate (compiled by transformers)" and comp.describe()["compile_s"] is None
+
+
+@pytest.mark.real_model
+def test_same_tokens_as_generate_on_smollm2(slm_env):
+    """The real SmolLM2-135M-Instruct fp32 (the smoke suite's default variant): the same 48 greedy tokens after a
+    128-token prompt, and after a 64-token KV context."""
+    from slmbench.adapters import load_profile, make_adapter
+    ad = make_adapter(load_profile("local-cpu"))
+    ad.setup()
+    spec = ModelSpec(name="smollm2-135m", source="smollm2")
+    fast = _engine(spec, Variant(), ad)
+    gen = _engine(spec, Variant(decode="generate"), ad)
+    assert fast.decode_path.startswith("fast")
+    ids = fast.prompt_ids(128)
+    a = _new_tokens(fast, ids, 48)
+    assert a == _new_tokens(gen, ids, 48)
+    ids = fast.prompt_ids(96)
+    assert _new_tokens(fast, ids, 24, fast.prefill(ids[:64])) == _new_tokens(gen, ids, 24, gen.prefill(ids[:64]))
