@@ -337,12 +337,16 @@ def cmd_bandwidth(a) -> int:
 
 
 def _best_effective_read(out, threads: int) -> tuple[float, str] | None:
-    """Max over stored decode_tok_s rows of this host and thread count of tok/s × info.model.weights_per_token_bytes."""
+    """Max over stored decode_tok_s rows of this host and thread count of tok/s × info.model.weights_per_token_bytes,
+    for models whose weights are ≥ 4× the last-level cache (a cache-resident model is not bound by DRAM)."""
+    import json
+
     from .store import Store, db_path
     if not db_path(out).is_file():
         return None
     from .adapters import host_info
-    h = host_info()
+    from .adapters.bandwidth import llc_bytes
+    h, min_bytes = host_info(), 4 * llc_bytes()
     st = Store(out)
     best = None
     try:
@@ -355,12 +359,15 @@ def _best_effective_read(out, threads: int) -> tuple[float, str] | None:
             for r in rows.itertuples():
                 i = info.get(r.job_id, {})
                 dev, bpt = i.get("device", {}), i.get("model", {}).get("weights_per_token_bytes")
-                if not bpt or i.get("threads") != threads or (dev.get("hostname"), dev.get("cpu_model")) != \
-                        (h["hostname"], h["cpu_model"]):
+                if not bpt or bpt < min_bytes or i.get("threads") != threads or \
+                        (dev.get("hostname"), dev.get("cpu_model")) != (h["hostname"], h["cpu_model"]):
                     continue
                 gbs = r.value * bpt / 1e9
                 if best is None or gbs > best[0]:
-                    what = f"{r.model} {r.variant} {r.scenario}, run {run}: {r.value:.1f} tok/s × {bpt / 1e6:.0f} MB"
+                    v = json.loads(r.variant)
+                    knobs = ", ".join(f"{k} {v[k]}" for k in ("dtype", "quantization", "decode") if k in v)
+                    what = (f"{r.model} on {v.get('backend')} ({knobs}), run {run}: {r.value:.1f} tok/s × "
+                            f"{bpt / 1e6:.0f} MB")
                     best = (gbs, what)
     finally:
         st.close()

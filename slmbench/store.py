@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .contracts.result import FINAL  # a job with any other status is run again by --resume
 from .errors import UserError
 
 SCHEMA = """
@@ -30,7 +31,6 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE INDEX IF NOT EXISTS results_run ON results (run_id);
 """
 
-FINAL = ("ok", "crashed", "timeout", "oom", "error", "unsupported")
 ROW_COLS = ["run_id", "job_id", "suite", "model", "variant", "device", "scenario", "params", "metric", "labels",
             "value", "unit", "n", "spread", "spread_kind", "source", "higher_is_better", "status", "error", "note"]
 

@@ -55,7 +55,8 @@ def _back_to_back(engines: dict, threads: int, rounds: int = 2) -> tuple[float, 
 
 
 def _check(kernel: float, dec: dict) -> None:
-    lines = [f"{k}: {g:.1f} GB/s effective = {g / kernel:.2f} of the kernel's {kernel:.1f} GB/s" for k, g in dec.items()]
+    lines = [f"{k}: {g:.1f} GB/s effective = {g / kernel:.2f} of the kernel's {kernel:.1f} GB/s"
+             for k, g in dec.items()]
     print("\n".join(lines))
     over = [line for (k, g), line in zip(dec.items(), lines) if g > kernel]
     assert not over, "a decode reads faster than the bandwidth benchmark (roofline fraction > 1): " + "; ".join(over)

@@ -1,4 +1,4 @@
-"""Sustained memory read bandwidth — the roofline's denominator — measured once per machine and thread count, cached.
+"""Sustained memory read bandwidth, the roofline's denominator: measured once per machine and thread count, cached.
 
 A decode step of a dense model streams every weight once, so tokens/s × weight bytes ÷ this bandwidth is the
 fraction of the roofline a runtime reaches. For that fraction to be ≤ 1 the figure must be one no real workload
@@ -150,7 +150,8 @@ def compiler() -> str | None:
 
 def _cc_version(cc: str) -> str:
     try:
-        return subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout.splitlines()[0]
+        r = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        return r.stdout.splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
         return "?"
 
@@ -184,7 +185,7 @@ def build_kernel(progress=lambda m: None) -> tuple[Path, str] | None:
     return None
 
 
-def _llc_bytes() -> int:
+def llc_bytes() -> int:
     """The largest cache this CPU reports (Linux sysfs), 32 MiB when unknown."""
     best = 0
     for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
@@ -198,10 +199,11 @@ def _llc_bytes() -> int:
 
 def default_mib() -> int:
     """≫ the last-level cache: at least 1 GiB and 8× the largest cache."""
-    return max(DEFAULT_MIB, 8 * _llc_bytes() // 2**20)
+    return max(DEFAULT_MIB, 8 * llc_bytes() // 2**20)
 
 
-def measure_kernel(threads: int, mib: int | None = None, reps: int = DEFAULT_REPS, progress=lambda m: None) -> dict | None:
+def measure_kernel(threads: int, mib: int | None = None, reps: int = DEFAULT_REPS,
+                   progress=lambda m: None) -> dict | None:
     built = build_kernel(progress)
     if built is None:
         return None

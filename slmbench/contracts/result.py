@@ -4,18 +4,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 FINAL = ("ok", "crashed", "timeout", "oom", "error", "unsupported")
+# Recorded with its reason but not final: the job never finished through no fault of its own (an SSH device
+# unreachable or its link lost mid-job); `--resume` runs it again.
+RETRY = ("lost",)
 
 
 @dataclass
 class JobResult:
-    status: str  # one of FINAL
+    status: str  # one of FINAL or RETRY
     error: str | None = None
     metrics: list[dict] = field(default_factory=list)  # Metric.to_dict() rows
     info: dict = field(default_factory=dict)  # device, model facts, effective threads, limits, traceback
 
     def __post_init__(self):
-        if self.status not in FINAL:
-            raise ValueError(f"job status must be one of {FINAL}, not {self.status!r}")
+        if self.status not in FINAL + RETRY:
+            raise ValueError(f"job status must be one of {FINAL + RETRY}, not {self.status!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -40,18 +40,11 @@ class LocalExecutor:
 
     def run(self, jobs: list, log_dir: Path, starting: Callable = lambda i, job: None,
             progress: Callable = lambda job, msg: None) -> Iterator[tuple]:
-        from ..contracts import load_profile
-        from .local import run_job_process
+        from .place import run_one
         for i, job in enumerate(jobs):
             starting(i, job)
             started = time.time()
-            relay = lambda msg, job=job: progress(job, msg)  # noqa: E731
-            profile = load_profile(job.device)
-            if profile.adapter == "ssh":  # measured on the device itself: the job runs there (executors/ssh.py)
-                from .ssh import run_job_ssh
-                yield job, started, run_job_ssh(job, profile, log_dir, relay)
-            else:
-                yield job, started, run_job_process(job, log_dir, relay)
+            yield job, started, run_one(job, log_dir, lambda msg, job=job: progress(job, msg))
 
 
 def make_executor(name: str, address: str | None = None, jobs: list | None = None):

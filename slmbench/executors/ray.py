@@ -77,7 +77,7 @@ def _run_on_node(job_json: dict, profile: dict) -> dict:
     from ..adapters import load_profile
     from ..settings import cache_dir
     from ..plan import Job
-    from .local import run_job_process
+    from .place import run_one
     t0 = time.monotonic()
     job = Job.from_json(job_json)
     where = {"executor": "ray", "node_id": ray.get_runtime_context().get_node_id(),
@@ -95,7 +95,7 @@ def _run_on_node(job_json: dict, profile: dict) -> dict:
     from .bandwidth import ensure_bandwidth
     ensure_bandwidth([job])  # this node's figure for rooflines (cached per host, as local)
     with tempfile.TemporaryDirectory(prefix="slmbench-ray-") as d:
-        res = run_job_process(job, Path(d))
+        res = run_one(job, Path(d))  # an ssh device's job runs on that device, driven from this node
         log = Path(d) / f"{job.key}.log"
         text = log.read_bytes()[-LOG_TAIL_BYTES:].decode(errors="replace") if log.is_file() else ""
     return {"result": res.with_info(ray=where).to_dict(), "log": text,

@@ -20,7 +20,7 @@ device, run_job_process enforces settings.timeout_s; the driver gives up DRIVER_
 What a fault records (the suite goes on either way; every job gets a record):
     unknown or changed host key, authentication refused, missing key file, no slmbench on the device  `error`
     cannot connect, connection lost mid-job, silent for silence_s, device disk full or not writable    `lost`
-`lost` is deliberately NOT a final status (contracts.result.FINAL): the store records it with its reason, and
+`lost` is deliberately NOT a final status (contracts.result.RETRY): the store records it with its reason, and
 `slmbench run --resume` runs the job again — the job did not fail, it was never finished. `error` is final.
 
 Model artifacts: the device resolves the model itself into its own cache (remote_cache_dir, else WORKDIR/cache;
@@ -51,17 +51,6 @@ LOG_TAIL_BYTES = 1 << 20
 LOST = "lost"  # not final: --resume reruns it
 
 
-class LostJobResult(JobResult):
-    """A JobResult whose status is `lost`: recorded (with why), but left for --resume (store.done_jobs skips it)."""
-
-    def __post_init__(self):
-        if self.status != LOST:
-            raise ValueError("LostJobResult is for status 'lost'")
-
-    def with_info(self, **more) -> "LostJobResult":
-        return LostJobResult(self.status, self.error, self.metrics, {**more, **self.info})
-
-
 class _Fault(Exception):
     def __init__(self, status: str, message: str):
         self.status, self.message = status, " ".join(str(message).split())[:500]
@@ -69,7 +58,7 @@ class _Fault(Exception):
 
 
 def _result(status: str, error: str | None, info: dict) -> JobResult:
-    return LostJobResult(status, error, [], info) if status == LOST else JobResult(status, error, [], info)
+    return JobResult(status, error, [], info)
 
 
 # --- the driver side ---------------------------------------------------------------------------------------------
@@ -317,9 +306,7 @@ def _execute(client, s, rdir: str, job, where: str, progress) -> tuple[JobResult
         chan.close()  # the launcher sees EOF on its stdin and kills what is still running
     if result is not None:
         d = result["result"]
-        st = d.get("status")
-        res = (LostJobResult(st, d.get("error"), [], dict(d.get("info") or {})) if st == LOST
-               else JobResult.from_dict(d))
+        res = JobResult.from_dict(d)
         return res, result.get("times", {})
     code = chan.recv_exit_status() if chan.exit_status_ready() else -1
     tail = _last_line(err.decode("utf-8", "replace"))
