@@ -20,8 +20,8 @@ class Runner:
     """A causal LM and its KV cache: feed tokens, get their next-token logits; crop to roll back."""
 
     def __init__(self, model, vocab: int | None = None):
-        from .backends.torch_hf import _CACHE_KW
-        self.model, self.kw = model, _CACHE_KW
+        from .backends.torch_hf import cache_kw
+        self.model, self.kw = model, cache_kw()
         self.vocab = vocab or model.config.vocab_size  # logits are padded/cut to the target's vocabulary
         self.reset()
 

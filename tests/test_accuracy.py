@@ -93,7 +93,7 @@ def test_scenario_scores_like_a_direct_loglikelihood(slm_env):
     from slmbench.backends.torch_hf import TorchEngine as Engine
     from slmbench.models.random_init import byte_tokenizer_dir, make_config
     from slmbench.scenarios import JobContext
-    from slmbench.scenarios.accuracy import AccuracyParams, run
+    from slmbench.scenarios.accuracy import Accuracy, AccuracyParams
     from slmbench.plan import RunSettings, Variant
 
     torch.manual_seed(0)
@@ -101,7 +101,7 @@ def test_scenario_scores_like_a_direct_loglikelihood(slm_env):
     tok = AutoTokenizer.from_pretrained(str(byte_tokenizer_dir()))
     eng = Engine(model, tok, Variant(), make_adapter(load_profile("local-cpu")), "test")
     ctx = JobContext(engine=eng, adapter=eng.adapter, settings=RunSettings(), seed=0, variant=Variant())
-    got = {(m.name, m.labels.get("task")): m for m in run(ctx, AccuracyParams(tasks=["slmbench_tiny"], batch_size=8))}
+    got = {(m.name, m.labels.get("task")): m for m in Accuracy().run(ctx, AccuracyParams(tasks=["slmbench_tiny"], batch_size=8))}
     items = [json.loads(x) for x in (REPO / "slmbench/data/tasks/slmbench_tiny/tiny.jsonl").read_text().splitlines()]
     acc = acc_norm = 0
     for it in items:

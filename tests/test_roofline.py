@@ -85,8 +85,9 @@ def test_the_old_torch_sum_figure_is_not_read_again(tmp_path, monkeypatch):
     h = host_info()
     old = {f"{h['hostname']}|{h['cpu_model']}|2": {"gbs": 44.5, "median_gbs": 40.0, "method": "torch float32 sum"}}
     (tmp_path / "bandwidth.json").write_text(json.dumps(old))
-    assert bandwidth.cached(2) is None  # v1 (unversioned key): measured again under v2
-    new = {**old, f"v2|{h['hostname']}|{h['cpu_model']}|2": {"gbs": 60.0, "median_gbs": 55.0, "method": "C"}}
+    assert bandwidth.cached(2) is None  # v1 (unversioned key): measured again under the current version
+    new = {**old, f"{bandwidth.VERSION}|{h['hostname']}|{h['cpu_model']}|2": {"gbs": 60.0, "median_gbs": 55.0,
+                                                                             "method": "C"}}
     (tmp_path / "bandwidth.json").write_text(json.dumps(new))
     assert bandwidth.cached(2)["gbs"] == 60.0
     bandwidth.forget(2)

@@ -99,7 +99,7 @@ def test_depth_sweep_and_unsupported_variant(tmp_path):
     suite = write_suite(tmp_path / "s.yaml",
                         scenarios=[{"name": "latency", "params": {"prompt_tokens": 8, "gen_tokens": 4},
                                     "sweep": {"depth": [0, 64]}}],
-                        models=[TINY, {**TINY, "name": "tiny-q", "knobs": {"quantization": "int4_magic"}}])
+                        models=[TINY, {**TINY, "name": "tiny-q", "knobs": {"quantization": "int4_weight_only"}}])
     rc, _, err = cli("run", suite, "--out", tmp_path / "out")
     assert rc == 0, err
     db = sqlite3.connect(tmp_path / "out" / "results.sqlite")
@@ -107,7 +107,11 @@ def test_depth_sweep_and_unsupported_variant(tmp_path):
         "SELECT params FROM results WHERE metric='decode_tok_s' AND status='ok'")}
     assert depths == {0, 64}
     bad = db.execute("SELECT status, error FROM results WHERE model='tiny-q'").fetchall()
-    assert bad and all(s == "unsupported" and "int4_magic" in e for s, e in bad)  # recorded, not crashed
+    assert bad and all(s == "unsupported" and "no CPU kernel" in e for s, e in bad)  # a real scheme: recorded
+    # a value no backend of the suite accepts is a typo: refused before anything runs, one line naming the field
+    typo = write_suite(tmp_path / "t.yaml", models=[{**TINY, "knobs": {"quantization": "int4_magic"}}])
+    rc, _, err = cli("validate", typo)
+    assert rc == 2 and "models[0].knobs.quantization" in err and "Input should be" in err, err
 
 
 def test_cuda_adapter_without_gpu_is_unsupported(tmp_path):

@@ -1,11 +1,16 @@
-"""The torch backend's fast greedy decode (`decode: fast`, the default): the "gpt-fast" recipe on a CPU, without a
-compiler — a static KV cache and one flat single-token step per new token, no per-token Python beyond that step.
+"""The torch backend's fast greedy decode (`decode: fast`, the default): the "gpt-fast" recipe on a CPU without an
+optimising compiler — a static KV cache and one single-token step per new token whose layer loop is captured once
+as TorchScript (`capture()`, at load: `compile_s`), no per-token Python beyond that call.
 
 Why it is faster: `model.generate` spends most of a small model's decode step in Python, not in kernels — per token
 it prepares inputs, builds a mask, walks ~30 decorated module calls per layer with keyword plumbing, grows a
 DynamicCache by concatenation, runs logits processors and stopping criteria. The step here issues the same ATen
 kernels (the same matmuls, one per projection; the same RMSNorm, rotary and SDPA calls) straight from one loop over
-pre-fetched weights, writes K/V into a preallocated cache in place, and attends to a view of its filled part.
+pre-fetched weights (one TorchScript call; an eager Python loop where capture does not apply: quantized or wrapped
+projections), writes K/V into a preallocated cache in place, and attends to a view of its filled part. Why not
+torch.compile: inductor fuses RMSNorm/rotary into its own kernels (other rounding: the same tokens only by luck) and
+the matmuls — most of the time — stay the same MKL calls; TorchScript without the (CPU-off) fuser keeps every ATen
+kernel and removes the Python between them.
 
 Token identity with `model.generate` (greedy, min = max new tokens) is by construction, not by tolerance:
 - the prompt and the first new token ARE `model.generate(max_new_tokens=1)` (same prefill, same first token, and
@@ -13,10 +18,11 @@ Token identity with `model.generate` (greedy, min = max new tokens) is by constr
 - every decode step computes the same ops on the same values as transformers' eager decode step with its
   DynamicCache (keys of exactly the filled length, no mask, GQA inside SDPA), then masks EOS (as the
   min_new_tokens processor does) and takes the argmax of the float32 logits.
-tests/test_fast_decode.py checks it bit for bit (logits) on a tiny random model and token for token on SmolLM2.
+tests/test_fast_decode.py checks it bit for bit (logits per step, eager and captured) on a tiny random model and on
+SmolLM2, and token for token against `model.generate` (with a KV context, quantized, bf16, mha).
 
 Where it does not apply (an architecture other than Llama-style decoder layers, a sliding window, logits
-processors from the model's generation config, ...) `plan()` says why and the engine runs `model.generate`
+processors from the model's generation config, ...) `unsupported_reason()` says why and the engine runs `model.generate`
 (recorded in the job's info as `decode_path`)."""
 from __future__ import annotations
 
@@ -66,6 +72,39 @@ def unsupported_reason(model) -> str | None:
     return None
 
 
+# The layer loop of `FastDecoder.step` as TorchScript (when every projection is a plain bias-free nn.Linear and the
+# activation is SiLU): one interpreter call per token instead of ~40 Python→ATen calls per layer. The same ATen ops
+# as the eager loop below (no fusion: the CPU fuser is off by default), so the same values, bit for bit.
+_LAYERS_TS = """
+def layers(h: Tensor, cos: Tensor, sin: Tensor, ws: List[Tensor], eps: List[float], kcs: List[Tensor],
+           vcs: List[Tensor], pos: int, hd: int, scaling: float, gqa: bool, f32: bool) -> Tensor:
+    half = hd // 2
+    n = pos + 1
+    for i in range(len(kcs)):
+        kc = kcs[i]
+        vc = vcs[i]
+        x = h if f32 else h.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps[2 * i])
+        x = ws[9 * i] * (x if f32 else x.to(h.dtype))
+        q = torch.nn.functional.linear(x, ws[9 * i + 1]).view(1, -1, 1, hd)
+        k = torch.nn.functional.linear(x, ws[9 * i + 2]).view(1, -1, 1, hd)
+        v = torch.nn.functional.linear(x, ws[9 * i + 3]).view(1, -1, 1, hd)
+        q = (q * cos) + (q.roll(half, -1) * sin)
+        k = (k * cos) + (k.roll(half, -1) * sin)
+        kc.narrow(2, pos, 1).copy_(k)
+        vc.narrow(2, pos, 1).copy_(v)
+        a = torch.nn.functional.scaled_dot_product_attention(q, kc.narrow(2, 0, n), vc.narrow(2, 0, n), None, 0.0,
+                                                             False, scale=scaling, enable_gqa=gqa)
+        h = h + torch.nn.functional.linear(a.reshape(1, 1, -1), ws[9 * i + 4])
+        x = h if f32 else h.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps[2 * i + 1])
+        x = ws[9 * i + 5] * (x if f32 else x.to(h.dtype))
+        g = torch.nn.functional.silu(torch.nn.functional.linear(x, ws[9 * i + 6]))
+        h = h + torch.nn.functional.linear(g * torch.nn.functional.linear(x, ws[9 * i + 7]), ws[9 * i + 8])
+    return h
+"""
+
+
 def _linear(m):
     """A projection as one call: F.linear on a plain nn.Linear (weights fetched once), else the module itself
     (torchao tensor subclasses go through F.linear too; torch dynamic-int8 Linear, mha's RepeatKVHeads are modules)."""
@@ -109,6 +148,44 @@ class FastDecoder:
         self._cache: list[tuple[Any, Any]] = []
         self._cache_len = 0
         self._torch = torch
+        self._ts = None  # the TorchScript layer loop, where it applies (capture())
+        self.compile_s = 0.0
+
+    def capture(self) -> bool:
+        """Compile the layer loop to TorchScript and warm it up (the profiling executor settles after a few calls),
+        where every projection is a plain bias-free nn.Linear over a plain tensor (no quantized tensor subclass)
+        and the MLP a SiLU one; else the eager loop runs.
+        Time spent: `compile_s`. Returns whether the captured loop is used."""
+        import time
+
+        import torch
+        t0 = time.perf_counter()
+        base = self.model.model
+        plain = all(type(m) is torch.nn.Linear and m.bias is None and type(m.weight.data) is torch.Tensor
+                    for l in base.layers for m in (l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj,
+                                                   l.self_attn.o_proj, l.mlp.gate_proj, l.mlp.up_proj,
+                                                   l.mlp.down_proj))
+        if torch._C._jit_can_fuse_on_cpu():  # someone turned the CPU fuser on: fused kernels round differently
+            return False
+        if not plain or any(layer[14] is not torch.nn.functional.silu for layer in self.layers) \
+                or len({(layer[7], layer[8]) for layer in self.layers}) != 1:
+            return False
+        ws, eps = [], []
+        for l in base.layers:
+            a, m = l.self_attn, l.mlp
+            ws += [l.input_layernorm.weight, a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight,
+                   l.post_attention_layernorm.weight, m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight]
+            eps += [float(l.input_layernorm.variance_epsilon), float(l.post_attention_layernorm.variance_epsilon)]
+        self._ts = (torch.jit.CompilationUnit(_LAYERS_TS).layers, ws, eps, float(self.layers[0][7]),
+                    bool(self.layers[0][8]))
+        device = base.embed_tokens.weight.device
+        self._ensure_cache(4, device)
+        with torch.inference_mode():
+            for pos in range(3):  # profiling runs: the executor optimizes the graph after them
+                self.step(torch.zeros(1, 1, dtype=torch.long, device=device), pos,
+                          torch.tensor([[pos]], device=device))
+        self.compile_s = time.perf_counter() - t0
+        return True
 
     # --- the static cache ---------------------------------------------------------------------------------------
     def _ensure_cache(self, n: int, device) -> None:
@@ -119,6 +196,7 @@ class FastDecoder:
         shape = (1, self.n_kv, n, self.head_dim)
         self._cache = [(torch.empty(shape, dtype=self.dtype, device=device),
                         torch.empty(shape, dtype=self.dtype, device=device)) for _ in self.layers]
+        self._kcs, self._vcs = [k for k, _ in self._cache], [v for _, v in self._cache]
         self._cache_len = n
 
     def _load_cache(self, dyn) -> int:
@@ -130,44 +208,66 @@ class FastDecoder:
         return n
 
     # --- one token ------------------------------------------------------------------------------------------------
-    def _rms(self, h, w, eps):
-        """LlamaRMSNorm.forward, op for op."""
-        torch = self._torch
-        dt = h.dtype
-        x = h.to(torch.float32)
-        var = x.pow(2).mean(-1, keepdim=True)
-        x = x * torch.rsqrt(var + eps)
-        return w * x.to(dt)
-
     def step(self, tok, pos: int, pos_t):
         """Logits (1, 1, vocab) of token tensor `tok` (1, 1) at position `pos` (pos_t: the same as a (1, 1) tensor);
-        K/V of this position are written into the static cache. The ops of transformers' eager decode step."""
+        K/V of this position are written into the static cache.
+
+        The values of transformers' eager decode step, op for op where an op rounds; where it only moves data the
+        cheapest equivalent: q/k/v are viewed as (1, heads, 1, head_dim) without transposes (q_len is 1), RMSNorm
+        skips its float32 round trip when the model is float32, and rotate_half(q)·sin is roll(q)·(±sin) — the same
+        products, as (-a)·b == a·(-b) exactly in IEEE arithmetic."""
         torch = self._torch
-        F = torch.nn.functional
-        rms = self._rms
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        rsqrt = torch.rsqrt
+        f32 = self.dtype == torch.float32
         h = self.embed(tok)
         cos, sin = self.rotary(h, pos_t)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         hd = self.head_dim
         half = hd // 2
+        cos = cos.unsqueeze(1)
+        sin = (sin * self._sign(sin)).unsqueeze(1)  # rotate_half's sign folded into sin: [-sin₁, sin₂]
         n = pos + 1
+        if self._ts is not None:
+            fn, ws, eps, scaling, gqa = self._ts
+            h = fn(h, cos, sin, ws, eps, self._kcs, self._vcs, pos, hd, scaling, gqa, f32)
+            return self._final(h)
         for (w1, e1, q_proj, k_proj, v_proj, o_proj, _, scaling, gqa, w2, e2, gate, up, down, act), (kc, vc) \
                 in zip(self.layers, self._cache):
-            x = rms(h, w1, e1)
-            q = q_proj(x).view(1, 1, -1, hd).transpose(1, 2)
-            k = k_proj(x).view(1, 1, -1, hd).transpose(1, 2)
-            v = v_proj(x).view(1, 1, -1, hd).transpose(1, 2)
-            q = (q * cos) + (torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin)
-            k = (k * cos) + (torch.cat((-k[..., half:], k[..., :half]), dim=-1) * sin)
+            x = h if f32 else h.to(torch.float32)  # RMSNorm (input)
+            x = x * rsqrt(x.pow(2).mean(-1, keepdim=True) + e1)
+            x = w1 * (x if f32 else x.to(h.dtype))
+            q = q_proj(x).view(1, -1, 1, hd)
+            k = k_proj(x).view(1, -1, 1, hd)
+            v = v_proj(x).view(1, -1, 1, hd)
+            q = (q * cos) + (q.roll(half, -1) * sin)
+            k = (k * cos) + (k.roll(half, -1) * sin)
             kc.narrow(2, pos, 1).copy_(k)
             vc.narrow(2, pos, 1).copy_(v)
-            a = F.scaled_dot_product_attention(q, kc.narrow(2, 0, n), vc.narrow(2, 0, n), attn_mask=None,
-                                               dropout_p=0.0, scale=scaling, is_causal=False, enable_gqa=gqa)
-            a = a.reshape(1, -1, 1, hd).transpose(1, 2).contiguous().reshape(1, 1, -1).contiguous()
-            h = h + o_proj(a)
-            x = rms(h, w2, e2)
+            a = sdpa(q, kc.narrow(2, 0, n), vc.narrow(2, 0, n), attn_mask=None, dropout_p=0.0, scale=scaling,
+                     is_causal=False, enable_gqa=gqa)
+            h = h + o_proj(a.reshape(1, 1, -1))
+            x = h if f32 else h.to(torch.float32)  # RMSNorm (post-attention)
+            x = x * rsqrt(x.pow(2).mean(-1, keepdim=True) + e2)
+            x = w2 * (x if f32 else x.to(h.dtype))
             h = h + down(act(gate(x)) * up(x))
-        return self.head(rms(h, *self.norm))
+        return self._final(h)
+
+    def _final(self, h):
+        """The final RMSNorm and the LM head."""
+        torch = self._torch
+        w, eps = self.norm
+        x = h.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return self.head(w * x.to(h.dtype))
+
+    def _sign(self, like):
+        """[-1]*half + [1]*half in `like`'s dtype and device (cached)."""
+        s = getattr(self, "_sign_t", None)
+        if s is None or s.dtype != like.dtype or s.device != like.device:
+            torch, half = self._torch, self.head_dim // 2
+            s = torch.cat([torch.full((half,), -1.0), torch.ones(self.head_dim - half)]).to(like.dtype).to(like.device)
+            self._sign_t = s
+        return s
 
     # --- generate -------------------------------------------------------------------------------------------------
     def generate(self, prefill_generate, ids: list[int], n_new: int, clock=None, past=None, eos=()):

@@ -1,12 +1,14 @@
 """transformers + torch backend. Greedy generation with a fixed new-token count; per-token timestamps come from one
 perf_counter per token (TokenClock). Two decode paths (knob `decode`):
 
-    fast      (default) the prompt and first token through `model.generate`, then a static KV cache and one flat
-              single-token step per token (backends/torch_fast.py): token-identical to generate, without its
-              per-token Python; models it cannot run (recorded as `decode_path` in the job's info) use generate
+    fast      (default) the prompt and first token through `model.generate`, then a static KV cache and one
+              single-token step per token, captured as TorchScript at load (backends/torch_fast.py): bit-identical
+              logits, so the same tokens as generate, without its per-token Python; models it cannot run use
+              generate (the job's info says which ran: `decode_path`; capture time: `compile_s`, in build_s)
     generate  the measured loop *is* `model.generate`, timed by its streamer (what every row before `decode` was)"""
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from ..contracts import Engine, Knobs, register_backend
@@ -17,15 +19,16 @@ from ..quant.ptq import TORCH_SCHEMES
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 FAST_PATH = "fast (static KV cache, one flat step per token)"
+FAST_TS = "fast (static KV cache, one TorchScript-captured step per token)"
 
 
-def _cache_kw() -> str:
+@functools.cache
+def cache_kw() -> str:
     """transformers 5.2x renamed the cache argument `past_key_values` → `cache`; support both."""
     import transformers.generation.utils as gu
     return "cache" if "cache" in getattr(gu, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
-_CACHE_KW = _cache_kw()
 
 
 class TorchKnobs(Knobs):
@@ -59,24 +62,26 @@ class TorchEngine(Engine):
         self._n_params = n_params  # counted before quantization (which may untie a shared embedding)
         self.config = model.config
         self.device = adapter.torch_device
-        self._fast = None  # the FastDecoder, built at the first generate (over the model as it is then)
+        self._fast = None  # the FastDecoder (backends/torch_fast.py) over the model as loaded
         self.compile_s: float | None = None if variant.compile else 0.0  # None: compiled inside generate, untimed
         self.decode_path = "generate"
         if variant.compile:
             self.decode_path = "generate (compiled by transformers)"
         elif getattr(variant, "decode", "generate") == "fast":
-            from .torch_fast import unsupported_reason
+            from .torch_fast import FastDecoder, unsupported_reason
             why = unsupported_reason(model)
-            self.decode_path = (FAST_PATH if why is None else f"generate (the fast path does not run {why})")
+            if why is None:
+                self._fast = FastDecoder(model)
+                self.decode_path = FAST_TS if self._fast.capture() else FAST_PATH
+                self.compile_s = self._fast.compile_s  # TorchScript + warm-up: build time, not load time
+            else:
+                self.decode_path = f"generate (the fast path does not run {why})"
 
     # --- execution ------------------------------------------------------------------------------------------
     def generate(self, ids: list[int], n_new: int, clock: TokenClock | None = None, past=None):
         """Greedy, exactly n_new new tokens; returns an object with `.sequences` (1, len(ids) + n_new)."""
-        if self.decode_path == FAST_PATH:
+        if self._fast is not None:
             from transformers.generation.utils import GenerateDecoderOnlyOutput
-            if self._fast is None:
-                from .torch_fast import FastDecoder
-                self._fast = FastDecoder(self.model)
             seq, _ = self._fast.generate(lambda cache: self._generate(ids, 1, clock, cache, min_new=1), ids, n_new,
                                          clock, past, eos=self._eos_ids())
             self.adapter.sync()
@@ -91,7 +96,7 @@ class TorchEngine(Engine):
     def _generate(self, ids: list[int], n_new: int, clock: TokenClock | None = None, past=None, min_new=None):
         import torch
         x = torch.tensor([ids], device=self.device)
-        kw = {_CACHE_KW: past} if past is not None else {}
+        kw = {cache_kw(): past} if past is not None else {}
         with torch.inference_mode():
             out = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n_new,
                                       min_new_tokens=n_new if min_new is None else min_new, do_sample=False,
@@ -113,7 +118,7 @@ class TorchEngine(Engine):
         x = torch.tensor([ids], device=self.device)
         pos = torch.arange(start, start + len(ids), device=self.device)
         with torch.inference_mode():
-            self.model(x, use_cache=True, cache_position=pos, **{_CACHE_KW: cache})
+            self.model(x, use_cache=True, cache_position=pos, **{cache_kw(): cache})
         self.adapter.sync()
         return cache
 
@@ -184,8 +189,8 @@ class TorchEngine(Engine):
                 "dtype": self.variant.dtype, "quantization": self.variant.quantization,
                 "file_bytes": self.file_bytes(), "weights_per_token_bytes": self.weight_bytes_per_token(),
                 "decode_path": self.decode_path,
-                # the fast path compiles nothing (eager ATen ops from one loop); compile: true compiles inside
-                # generate's first call (the scenario's warm-up), not at load
+                # fast: TorchScript capture + warm-up at load (in build_s, so not in load_s; 0 for the eager
+                # step); compile: true compiles inside generate's first call (the scenario's warm-up): None
                 "compile_s": self.compile_s}
 
     # --- scores (quality through the same interface as the llama.cpp engine) ------------------------------
@@ -309,5 +314,5 @@ def _load(files, variant, adapter, progress=print) -> TorchEngine:
         gc.compile_config = gc.compile_config or CompileConfig()
         gc.compile_config._compile_all_devices = True
     eng = TorchEngine(model, tok, variant, adapter, files.origin, n_params)
-    eng.build_s = build_s  # a one-off conversion is not load time
+    eng.build_s = build_s + (eng.compile_s or 0.0)  # a one-off conversion / capture is not load time
     return eng

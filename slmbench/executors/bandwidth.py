@@ -2,7 +2,7 @@
 read kernel of adapters/bandwidth.py (compiled at first use), or the labelled torch-sum fallback without a compiler."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def ensure_bandwidth(jobs, say: Callable[[str], None] = lambda m: None) -> None:

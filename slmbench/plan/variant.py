@@ -103,7 +103,8 @@ def knob_problem(backend: str, engine_cls, e: ValidationError) -> str:
     v = err.get("input")
     others = [n for n, c in BACKENDS.all().items() if n != backend and k in c.Knobs.model_fields and _accepts(c, k, v)]
     return (f"{k}={v!r} is not a {backend} value ({err['msg']})"
-            + (f"; backend {', '.join(others)} accepts it" if others else ""))
+            + (f"; backend{'s' if len(others) > 1 else ''} {', '.join(others)} accept{'' if len(others) > 1 else 's'} it"
+               if others else ""))
 
 
 def _accepts(engine_cls, k: str, v: Any) -> bool:
