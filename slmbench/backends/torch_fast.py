@@ -38,7 +38,7 @@ _PROCESSOR_FIELDS = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": 
                      "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "forced_bos_token_id": (None,),
                      "forced_eos_token_id": (None,), "forced_decoder_ids": (None,), "min_length": (None, 0),
                      "exponential_decay_length_penalty": (None,), "renormalize_logits": (None, False),
-                     "guidance_scale": (None, 1.0), "watermarking_config": (None,), "epsilon_cutoff": (None, 0.0)}
+                     "guidance_scale": (None, 1.0), "watermarking_config": (None,)}
 
 
 def unsupported_reason(model) -> str | None:
@@ -165,8 +165,8 @@ class FastDecoder:
                     for l in base.layers for m in (l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj,
                                                    l.self_attn.o_proj, l.mlp.gate_proj, l.mlp.up_proj,
                                                    l.mlp.down_proj))
-        if torch._C._jit_can_fuse_on_cpu():  # someone turned the CPU fuser on: fused kernels round differently
-            return False
+        if torch._C._jit_can_fuse_on_cpu() or base.embed_tokens.weight.device.type != "cpu":
+            return False  # a fuser (on GPUs by default, on CPUs if turned on) rounds differently: stay eager
         if not plain or any(layer[14] is not torch.nn.functional.silu for layer in self.layers) \
                 or len({(layer[7], layer[8]) for layer in self.layers}) != 1:
             return False
