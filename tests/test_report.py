@@ -64,9 +64,10 @@ def test_store_lookups(tmp_path):
     assert st.job_info("a") == {"j1": {"threads": 2}}
     assert st.job_specs("a", ["j1"]) == {"j1": (j.label, {"key": "j1", "device": "local-cpu"})}
     assert list(st.suite_runs("s", upto="b")["run_id"]) == ["a", "b"]
-    st.note_executor("a", "ray", "head:6379")
-    st.note_executor("a", "local", None)  # the first record stands
-    assert st.manifest("a")["executor"] == "ray" and st.manifest("a")["address"] == "head:6379"
+    # where a run's jobs ran is recorded when it starts (runner.run_suite); a resume keeps the first record
+    st.start_run("r", "s", "", "sha", {"executor": "ray", "address": "head:6379"})
+    st.start_run("r", "s", "", "sha", {"executor": "local", "address": None})
+    assert st.manifest("r")["executor"] == "ray" and st.manifest("r")["address"] == "head:6379"
 
 
 def test_one_formatter():
