@@ -91,12 +91,15 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
     Test-only inject_* knobs are dropped from the variant: an injected slowdown is the same variant, slower."""
     from ..plan import canonical
     df = df.copy()
+    seen: dict[str, str] = {}  # a run has few distinct variants and many rows: canonicalise each once
 
     def var(v):
-        d = canonical(json.loads(v))  # a knob added later, at its default: the same variant as before it
-        for k in INJECT:
-            d.pop(k, None)
-        return json.dumps(d, sort_keys=True)
+        if v not in seen:
+            d = canonical(json.loads(v))  # a knob added later, at its default: the same variant as before it
+            for k in INJECT:
+                d.pop(k, None)
+            seen[v] = json.dumps(d, sort_keys=True)
+        return seen[v]
     df["key"] = [(m, var(v), d, s, p, me, lb) for m, v, d, s, p, me, lb in
                  zip(df["model"], df["variant"], df["device"], df["scenario"], df["params"], df["metric"],
                      df["labels"])]

@@ -32,9 +32,7 @@ class Heldout(Scenario):
         bdir = getattr(files, "build_dir", None)
         if bdir is None or not (bdir / "manifest.json").is_file():
             raise Unsupported("heldout needs a factory student (model source 'recipe'): only it has a held-out split")
-        model = getattr(ctx.engine, "model", None)
-        if model is None or not callable(model):
-            raise Unsupported(f"heldout needs a torch model; backend {ctx.variant.backend!r} has none")
+        model = ctx.engine.model  # TORCH_MODEL is required: the worker refused other engines before loading
         man = json.loads((bdir / "manifest.json").read_text())
         art = man["artifacts"]
         cdir = Path(art["corpus"])

@@ -11,7 +11,7 @@ from collections import Counter
 
 from pydantic import Field
 
-from ..errors import JobError, Unsupported
+from ..errors import JobError
 from ..metrics import Metric
 from ..stats import percentile
 from ..contracts import JobContext, Params, Scenario, register_scenario
@@ -32,8 +32,6 @@ class Serving(Scenario):
 
     def run(self, ctx: JobContext, p: ServingParams) -> list[Metric]:
         eng = ctx.engine
-        if getattr(eng, "backend", None) != "openai":
-            raise Unsupported("scenario `serving` measures an HTTP endpoint (backend: openai on a cloud device)")
         conc = p.concurrency or eng.client.s.concurrency
         text = eng.text(eng.prompt_ids(p.prompt_tokens))
         # Distinct prompts (a request number in front), so no server-side prompt cache makes later requests cheap.

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..errors import JobError, Unsupported, UserError
+from ..errors import JobError, UserError
 from ..metrics import Metric
 from ..contracts import JobContext, Params, Scenario, register_scenario
 from ..contracts.engine import TORCH_MODEL
@@ -207,8 +207,6 @@ class Speculative(Scenario):
     def run(self, ctx: JobContext, p: SpeculativeParams) -> list[Metric]:
         from ..speculative import NoDraft, Runner, generate
         eng, n = ctx.engine, p.gen_tokens
-        if not hasattr(eng, "model"):
-            raise Unsupported(f"speculative decoding runs on the torch backend, not {eng.backend!r}")
         ctx.progress(f"loading draft {p.draft.label}")
         t0 = time.perf_counter()
         draft, draft_model = load_draft(p.draft, eng, ctx.seed)
