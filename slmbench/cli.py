@@ -113,13 +113,14 @@ def _report_comparison(st, base: str, new: str, a, out: Path, console, md_stdout
     """Compare, publish (Markdown, HTML, terminal lines); the exit code (1: a regression confirmed)."""
     from .analysis.regression import exit_code
     from .report.regression import publish
-    cmp = _compare(st, base, new, a.threshold, a.rerun_suspects, out, console)
+    cmp = _compare(st, base, new, a.threshold, a.rerun_suspects, out, console, getattr(a, "confirm_ab", 0))
     publish(cmp, a.md, a.html, console, md_stdout)
     return exit_code(cmp)
 
 
-def _compare(st, base: str, new: str, thresholds, rerun_suspects: bool, out: Path, console):
-    """The verdicts (analysis), suspects run again (runner) and decided again (analysis), the nightly trends."""
+def _compare(st, base: str, new: str, thresholds, rerun_suspects: bool, out: Path, console, confirm_ab: int = 0):
+    """The verdicts (analysis), suspects run again (runner) and decided again (analysis), the nightly trends.
+    confirm_ab: that many interleaved pairs of the base commit's code and this tree per suspect job instead."""
     from .analysis import regression as reg
     from .analysis.trends import detect
     from .regression_rules import merge_rules, parse_threshold_args
@@ -128,7 +129,18 @@ def _compare(st, base: str, new: str, thresholds, rerun_suspects: bool, out: Pat
     base_rows = st.rows(base, samples=True)
     cmp = reg.compare(base, new, base_rows, st.rows(new, samples=True), rules,
                       (bmeta.get("suite", ""), nmeta.get("suite", "")), (st.manifest(base), st.manifest(new)))
-    if rerun_suspects and reg.suspects(cmp):
+    if confirm_ab and reg.suspects(cmp):
+        from .executors.interleave import rerun_ab
+        from .settings import REPO_DIR
+        commit = (cmp.base_manifest.get("git") or {}).get("commit")
+        if not commit:
+            raise UserError(f"run {base} records no git commit: its code cannot be rerun", field="--confirm-ab")
+        specs = {j: spec for j, (_, spec) in st.job_specs(new, reg.suspects(cmp)).items()}
+        base_specs = {j: spec for j, (_, spec) in st.job_specs(base, list(specs)).items()}  # same key, base's form
+        per_job = rerun_ab(specs, commit, REPO_DIR, confirm_ab, base_specs,
+                           progress=lambda m: console.print(m, markup=False, highlight=False))
+        reg.confirm_paired(cmp, reg.ab_pairs(cmp, per_job), rules, label=f"A/B {commit[:10]} vs this tree")
+    elif rerun_suspects and reg.suspects(cmp):
         rid = _rerun_suspects(st, cmp, out, console)
         reg.confirm(cmp, rid, base_rows, st.rows(rid, samples=True), rules)
     runs = st.suite_runs(cmp.suite, upto=new) if cmp.suite else None
@@ -213,6 +225,13 @@ def cmd_results(a) -> int:
 
 def cmd_report(a) -> int:
     from .report import render
+    if getattr(a, "rows", None):  # the claims report rebuilt from a shipped export, no store needed
+        if not a.claims or a.claims is True:
+            raise UserError("--rows needs the suite: --claims SUITE", field="--rows")
+        from .report import claims as rc
+        md, hp = rc.from_export(Path(a.rows), Path(a.claims), Path(a.output or "claims-from-export"))
+        print(f"wrote {md} and {hp}", file=sys.stderr)
+        return 0
     st = _open_store(_out(a.out))
     rid = _pick_run(st, a.run)
     if a.claims:
@@ -230,7 +249,6 @@ def cmd_report(a) -> int:
 
 def _claims_report(a, st, rid: str) -> int:
     """`report --claims [SUITE]`: verdicts for the suite's claims from this run's rows (md + PNGs, html, json)."""
-    from .analysis.claims import parse
     from .report import claims as rc
     from .plan import parse_suite, suite_sha
     meta = st.run_meta(rid) or {}
@@ -242,7 +260,7 @@ def _claims_report(a, st, rid: str) -> int:
     if meta.get("suite") and suite.name != meta["suite"]:
         raise UserError(f"run {rid!r} is suite {meta['suite']!r}, not {suite.name!r}", file=str(path), field="--claims")
     sha = suite_sha(path, quick)
-    if meta.get("suite_sha") and sha != meta["suite_sha"]:
+    if meta.get("suite_sha") and sha != meta["suite_sha"]:  # claims.md states what changed, too
         print(f"note: {path} changed since run {rid} (sha {meta['suite_sha']} → {sha}); its claims are scored "
               "against the rows that run stored", file=sys.stderr)
     if not suite.claims:
@@ -253,8 +271,7 @@ def _claims_report(a, st, rid: str) -> int:
         wall = (f"{jobs['wall_s'].sum() / 60:.1f} min of job time ({len(jobs)} jobs), "
                 f"{(meta['finished'] - meta['created']) / 60:.1f} min from the run's start to its finish")
     dest = Path(a.output) if a.output else _out(a.out) / f"claims-{rid}"
-    md, hp = rc.write(st.rows(rid), suite, parse(suite.claims, str(path)), dest, rid, st.manifest(rid), wall,
-                      infos=st.job_info(rid))
+    md, hp = rc.from_store(st, rid, str(path), dest, suite, wall)
     print(f"wrote {md} and {hp}", file=sys.stderr)
     return 0
 
@@ -298,6 +315,18 @@ def cmd_overhead(a) -> int:
               f"{adapter.threads} threads" + (f"; roofline: {bw['method']}" if bw else "") + ")")
         if a.json:
             print(json.dumps(r))
+        return 0
+    if a.sampler_hz:  # the power sampler's own cost on decode (benchmarks/sampler.py)
+        from .benchmarks.sampler import main as sampler_main
+        return sampler_main(load_engine(files, Variant(), adapter), a)
+    if a.llama_bench:
+        from .benchmarks.llamabench import format_lines, measure_levels
+        rs = measure_levels(files, adapter, a.llama_bench.split(","), a.prompt_tokens, a.gen_tokens, a.pairs,
+                            progress=lambda m: print(m, file=sys.stderr))
+        for r in rs:
+            print("\n".join(format_lines(r)))
+            if a.json:
+                print(json.dumps(r, default=str))
         return 0
     from .benchmarks.overhead import measure
     eng = load_engine(files, Variant(), adapter)
@@ -438,6 +467,8 @@ def _read_commands(add) -> None:
                     "OUT/claims-RUN): claims.md + plots/, claims.html, verdicts.json")
     sp.add_argument("--cost", action="store_true", help="add the cloud-vs-device cost table (devices/, "
                     "devices/cloud/ price tables and assumptions)")
+    sp.add_argument("--rows", metavar="FILE", help="with --claims SUITE: rebuild the claims report from an "
+                    "export (`slmbench results --samples` CSV or Parquet; run.json beside it is read too), no store")
 
 
 def _tool_commands(add) -> None:
@@ -456,14 +487,25 @@ def _tool_commands(add) -> None:
     sp.add_argument("--prompt-tokens", type=int, default=128)
     sp.add_argument("--gen-tokens", type=int, default=64)
     sp.add_argument("--pairs", type=int, default=10)
+    sp.add_argument("--sampler-hz", type=float, help="the power sampler's own cost: decode tok/s with vs without "
+                    "it at this rate, interleaved pairs (a FAKE hwmon tree where this machine has no sensor)")
+    sp.add_argument("--sensor", help="with --sampler-hz: hwmon:NAME | battery:NAME (default: the fake tree)")
+    sp.add_argument("--sysfs", help="with --sensor: the sysfs root (default /sys)")
     sp.add_argument("--decode-paths", action="store_true", help="torch decode: generate vs fast, interleaved, "
                     "with roofline fractions")
+    sp.add_argument("--llama-bench", nargs="?", const="f32,q4_0", metavar="LEVELS",
+                    help="llamacpp backend vs llama.cpp's llama-bench (built once from the installed "
+                    "llama-cpp-python's source) on the same GGUF, alternating; GGUF levels, default f32,q4_0")
     sp.add_argument("--json", action="store_true")
 
 
 def _regression_args(sp) -> None:
     sp.add_argument("--rerun-suspects", action="store_true", help="rerun jobs with a regressed metric once; "
                     "confirm only regressions the rerun reproduces")
+    sp.add_argument("--confirm-ab", type=int, nargs="?", const=8, default=0, metavar="PAIRS",
+                    help="confirm suspects by running the base run's commit (a git worktree) and this tree "
+                    "interleaved, A B B A ..., PAIRS pairs (default 8); a one-sided paired test (see "
+                    "reports/examples/regression/ab-study.md for its power)")
     sp.add_argument("--threshold", action="append", metavar="METRIC=REL", help="minimum relative change for a "
                     "metric (e.g. decode_tok_s=0.05), or alpha=P; repeatable; overrides the suite's")
     sp.add_argument("--md", metavar="PATH", help="write the Markdown summary here (compare: default stdout)")

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -216,7 +217,13 @@ def _lm_class():
         def __init__(self, engine=None, pretrained: str | None = None, source: str | None = None,
                      path: str | None = None, revision: str | None = None, trust_remote_code: bool = False,
                      dtype: str = "fp32", quantization: str = "none", threads: int | None = None, batch_size=1,
-                     device=None, max_batch_size=64, **kw):
+                     device=None, max_batch_size=64, mc_scoring=None, mc_batch_tokens: int = 2048, **kw):
+            # mc_scoring: grouped scoring (backends/mc_scoring.py); false = lm-eval's own per-request scoring.
+            # Default from $SLMBENCH_MC_SCORING (on unless 0/false/no).
+            if mc_scoring is None:
+                mc_scoring = os.environ.get("SLMBENCH_MC_SCORING", "1")
+            self.mc_scoring = str(mc_scoring).lower() not in ("0", "false", "no", "off")
+            self.mc_batch_tokens = int(mc_batch_tokens)
             if engine is None:
                 entry = _entry(pretrained, source, path, revision, trust_remote_code)
                 engine = load_engine_standalone(entry, None, _DTYPES.get(str(dtype), dtype), quantization, threads)
@@ -229,6 +236,19 @@ def _lm_class():
                                  max_batch_size=max_batch_size, **kw)
             finally:
                 del engine.model.tie_weights
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+            """lm-eval's (logprob, is_greedy) per request, in request order: each shared context encoded once
+            (mc_scoring), or lm-eval's own per-request path."""
+            if not self.mc_scoring or self.backend != "causal":
+                return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+            from .mc_scoring import TorchScorer, effective
+            pairs = [effective(ctx, cont, self.max_length) for _, ctx, cont in requests]
+            res = TorchScorer(self.model, self.device, self.mc_batch_tokens).score(pairs)
+            for (key, _, _), ans in zip(requests, res):
+                if key is not None:  # rolling windows come without a key (lm-eval caches those per document)
+                    self.cache_hook.add_partial("loglikelihood", key, ans)
+            return res
 
     return SlmbenchLM
 

@@ -17,7 +17,7 @@ class Metric:
     source: str = "measured"  # measured counter/timer, estimated (model of a counter), projected (other device)
     n: int = 1
     spread: float | None = None  # half-width, meaning given by spread_kind
-    spread_kind: str | None = None  # "ci95_median" | "stderr" | "range"
+    spread_kind: str | None = None  # "ci95_median" | "stderr" | "range" | "stderr_units" (stderr; samples are per unit)
     higher_is_better: bool | None = None
     samples: list[float] | None = None
     labels: dict = field(default_factory=dict)  # e.g. {"phase": "decode"}; part of the row's identity

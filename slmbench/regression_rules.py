@@ -43,6 +43,27 @@ def default_rule(metric: str, unit: str) -> Rule:
     return Rule(0.02 if unit in MEMORY_UNITS else 0.05, DEFAULT_ALPHA)
 
 
+# Confirmation by an interleaved A/B rerun (analysis.regression.decide_paired): drift cancels in each pair, so the
+# minimum change sits far below the unpaired thresholds. The confirmation's test is one-sided (is the new code
+# worse, as the suspect said?) at alpha 0.05: at most 5% of A/A confirmations can regress by chance, fewer with the
+# 2% minimum. A/A and 5%-injection study on the shared 2-core VM (load 12-29, reports/examples/regression/
+# ab-study.md): 0 / 25 A/A trials regressed; a calibrated 5% slowdown (measured -4.6%) was confirmed in 6 / 20
+# trials of 8 pairs of 12-token runs — per-pair noise there was 13.7%, which needs ~68 pairs; quieter machines or
+# longer arms need far fewer (sd 5% → ~9 pairs). PAIRED_PAIRS is the default, --confirm-ab PAIRS overrides it.
+PAIRED_ALPHA = 0.05
+PAIRED_MIN_CHANGE: dict[str, float] = {"decode_tok_s": 0.02, "decode_roofline_frac": 0.02, "itl_p50_ms": 0.02,
+                                       "prefill_tok_s": 0.03, "ttft_ms": 0.03}
+PAIRED_PAIRS = 8  # pairs a confirmation runs by default (min two-sided p 2/2^8 = 0.008)
+
+
+def paired_rule(metric: str, unit: str, rules: dict[str, "Rule"] | None = None) -> Rule:
+    """The rule for an interleaved A/B confirmation: the paired minimum change for the metric (a suite's or the
+    command line's rule for the metric when tighter), alpha 0.05; gate and direction as the unpaired rule."""
+    base = rule_for(metric, unit, rules or {})
+    mc = PAIRED_MIN_CHANGE.get(metric, min(base.min_change, 0.02))
+    return Rule(min(mc, base.min_change), PAIRED_ALPHA, base.higher_is_better, base.gate)
+
+
 def parse_rules(mapping: dict | None, src: str = "regression") -> dict[str, Rule]:
     """The `regression:` mapping → metric → Rule ("*" carries the alpha default). Bad input: UserError naming the
     field."""

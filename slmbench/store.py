@@ -3,6 +3,10 @@
 Crash safety: WAL journal with synchronous=FULL; a job's status row and all its metric rows are written in one
 transaction, so a run killed at any moment (kill -9 included) leaves either the whole job or none of it, and
 UNIQUE (run_id, job_id, metric, labels) makes a duplicate row impossible. Resume skips jobs already final in the run.
+
+Provenance: each job row carries the git commit and dirty flag of the code that ran it (the worker records them in
+its info; a resumed run's jobs can differ), and each run the text of its suite file as it was at the start (so a
+report can say what changed since, claims and margins included). Older stores gain these columns when opened.
 """
 from __future__ import annotations
 
@@ -19,10 +23,10 @@ from .errors import UserError
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, suite TEXT, suite_path TEXT, suite_sha TEXT, created REAL, finished REAL,
-  status TEXT, manifest TEXT);
+  status TEXT, manifest TEXT, suite_text TEXT);
 CREATE TABLE IF NOT EXISTS jobs (
   run_id TEXT, job_id TEXT, label TEXT, spec TEXT, status TEXT, error TEXT, started REAL, finished REAL,
-  wall_s REAL, info TEXT, PRIMARY KEY (run_id, job_id));
+  wall_s REAL, info TEXT, git_commit TEXT, git_dirty INTEGER, PRIMARY KEY (run_id, job_id));
 CREATE TABLE IF NOT EXISTS results (
   run_id TEXT, job_id TEXT, suite TEXT, model TEXT, variant TEXT, device TEXT, scenario TEXT, params TEXT,
   metric TEXT, labels TEXT, value REAL, unit TEXT, n INTEGER, spread REAL, spread_kind TEXT, source TEXT,
@@ -48,6 +52,7 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as e:  # not a database, read-only, disk full: one clear line, not a traceback
             raise UserError(f"cannot open the results store: {e}", file=str(self.path))
         except OSError as e:
@@ -56,12 +61,26 @@ class Store:
     def close(self):
         self.db.close()
 
+    # Columns added since the first schema: (table, column, type). An older store gains them, NULL for old rows.
+    ADDED = [("jobs", "git_commit", "TEXT"), ("jobs", "git_dirty", "INTEGER"), ("runs", "suite_text", "TEXT")]
+
+    def _migrate(self) -> None:
+        for table, col, typ in self.ADDED:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if col not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {typ}")
+
     # --- writing --------------------------------------------------------------------------------------------
     def start_run(self, run_id: str, suite: str, suite_path: str, suite_sha: str, manifest: dict) -> None:
+        try:  # the suite as it was when the run started (claims, margins): a later edit is then visible
+            text = Path(suite_path).read_text(encoding="utf-8") if suite_path else None
+        except OSError:
+            text = None
         with self._tx():
-            self.db.execute("INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?,?)",
+            self.db.execute("INSERT OR IGNORE INTO runs (run_id, suite, suite_path, suite_sha, created, finished, "
+                            "status, manifest, suite_text) VALUES (?,?,?,?,?,?,?,?,?)",
                             (run_id, suite, suite_path, suite_sha, time.time(), None, "running",
-                             json.dumps(manifest, default=str)))
+                             json.dumps(manifest, default=str), text))
             self.db.execute("UPDATE runs SET status='running' WHERE run_id=?", (run_id,))
 
     def finish_run(self, run_id: str, status: str) -> None:
@@ -91,9 +110,13 @@ class Store:
             self.db.execute("DELETE FROM results WHERE run_id=? AND job_id=?", (run_id, job.key))
             self.db.executemany(f"INSERT INTO results ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
                                 [tuple(r[c] for c in cols) for r in rows])
-            self.db.execute("INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?)",
+            code = (info or {}).get("code") or {}  # the worker's git_commit(): the code that ran this job
+            dirty = code.get("dirty")
+            self.db.execute("INSERT OR REPLACE INTO jobs (run_id, job_id, label, spec, status, error, started, "
+                            "finished, wall_s, info, git_commit, git_dirty) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                             (run_id, job.key, job.label, json.dumps(job.to_json(), default=str), status, error,
-                             started, finished, finished - started, json.dumps(info or {}, default=str)))
+                             started, finished, finished - started, json.dumps(info or {}, default=str),
+                             code.get("commit"), None if dirty is None else int(bool(dirty))))
 
     def _tx(self):
         db = self.db
@@ -140,12 +163,20 @@ class Store:
         return r[0] if r else None
 
     def rows(self, run_id: str | list[str] | None = None, samples: bool = False) -> pd.DataFrame:
-        """Tidy rows of one run, of several (a list), or of every run (None), in the order they were written."""
-        cols = ROW_COLS + (["samples"] if samples else [])
+        """Tidy rows of one run, of several (a list), or of every run (None), in the order they were written; the
+        last columns, git_commit and git_dirty, are the job's (the code that produced the row; empty before they
+        were recorded)."""
+        cols = [f"r.{c}" for c in ROW_COLS + (["samples"] if samples else [])] + ["j.git_commit", "j.git_dirty"]
         ids = [run_id] if isinstance(run_id, str) else list(run_id or [])
-        where = f" WHERE run_id IN ({','.join('?' * len(ids))})" if run_id is not None else ""
-        return pd.read_sql_query(f"SELECT {','.join(cols)} FROM results{where} ORDER BY rowid", self.db,
+        where = f" WHERE r.run_id IN ({','.join('?' * len(ids))})" if run_id is not None else ""
+        return pd.read_sql_query(f"SELECT {','.join(cols)} FROM results r LEFT JOIN jobs j ON r.run_id = j.run_id "
+                                 f"AND r.job_id = j.job_id{where} ORDER BY r.rowid", self.db,
                                  params=ids if run_id is not None else None)
+
+    def suite_text(self, run_id: str) -> str | None:
+        """The suite file's text when the run started (None for runs stored before it was kept)."""
+        r = self.db.execute("SELECT suite_text FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return r[0] if r else None
 
     def jobs(self, run_id: str) -> pd.DataFrame:
         return pd.read_sql_query("SELECT job_id, label, status, error, wall_s FROM jobs WHERE run_id=? "

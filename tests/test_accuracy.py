@@ -52,7 +52,7 @@ def test_accuracy_rows_follow_lm_eval(tiny_run):
     assert {("acc", "slmbench_tiny"), ("acc_norm", "slmbench_tiny"), ("acc", "my_add"), ("eval_s", None)} <= set(got)
     for key in [("acc", "slmbench_tiny"), ("acc_norm", "slmbench_tiny"), ("acc", "my_add")]:
         v, n, se, kind, hib, st = got[key]
-        assert st == "ok" and n == 10 and hib == 1 and kind == "stderr"  # limit → a 10-item seeded subsample
+        assert st == "ok" and n == 10 and hib == 1 and kind == "stderr_units"  # a 10-item seeded subsample, per item
         assert se == pytest.approx(math.sqrt(v * (1 - v) / (n - 1)), abs=1e-9)  # lm-eval's mean_stderr
     assert got[("eval_s", None)][0] > 0 and got[("eval_s", None)][1] == 20
 

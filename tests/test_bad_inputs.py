@@ -28,8 +28,9 @@ def _run(case: dict, out: str) -> tuple[list[str], subprocess.CompletedProcess]:
     sub = lambda a: a.replace("{file}", file).replace("{out}", out)
     args = [sub(a) for a in case["args"]] if "args" in case else ["validate", file]
     args = [str(REL / a) if a == "corrupt_store" else a for a in args]
+    env = {k: sub(v) for k, v in case.get("env", {}).items()}
     r = subprocess.run([sys.executable, "-m", "slmbench.cli", *args], capture_output=True, text=True, cwd=REPO,
-                       env=cli_env(SLMBENCH_DEVICES_DIR=str(HERE / "devices")), timeout=120)
+                       env=cli_env(SLMBENCH_DEVICES_DIR=str(HERE / "devices"), **env), timeout=120)
     return args, r
 
 
@@ -64,3 +65,20 @@ def test_bad_input_exits_2_with_one_clear_line(results, i):
 
 def test_python_tag_in_yaml_is_not_executed(results):
     assert not Path("/tmp/slmbench-pwned").exists()  # yaml_python_tag.yaml would `touch` it if loaded unsafely
+
+
+def test_gguf_of_an_unsupported_architecture_is_a_recorded_unsupported_job(tmp_path):
+    """A well-formed GGUF whose architecture llama.cpp does not know: the run goes on, its job is recorded
+    `unsupported` with the reason, and the other model's rows are all there."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (slmbench[llamacpp])")
+    from slmbench.store import Store
+    r = subprocess.run([sys.executable, "-m", "slmbench.cli", "run", str(REL / "suites/gguf_unsupported_arch.yaml"),
+                        "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO, env=cli_env(), timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr + r.stdout, r.stderr[-2000:]
+    st = Store(tmp_path)
+    rows = st.rows(st.latest_run())
+    status = dict(zip(rows["model"], rows["status"]))
+    assert status == {"foo": "unsupported", "tiny": "ok"}
+    why = rows[rows["model"] == "foo"]["error"].iloc[0]
+    assert "foo_arch.gguf" in why and "unknown model architecture: 'foo'" in why
+    assert (rows[rows["model"] == "tiny"]["metric"] == "decode_tok_s").any()

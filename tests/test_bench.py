@@ -2,7 +2,6 @@
 `--print-suite` gives the YAML to keep. Models from tests/test_sources.py's fixtures (a real, offline Hub cache)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml

@@ -148,9 +148,9 @@ def test_claims_quick_end_to_end(tmp_path):
     assert set(verdicts) == {"C1", "C2-data", "C2-curriculum", "C3", "C4", "C5", "C6", "C7", "C8-cost", "C8-user"}
     assert all(v["verdict"] in ("supported", "refuted", "inconclusive") for v in verdicts.values())
     by = {c["label"]: c for c in sum((v["comparisons"] for v in verdicts.values()), [])}
-    # facts that hold at any size: 2 KV heads store a third of 6; greedy speculative output is the target's own;
-    # the phone pays no API bill while every priced cloud model does
-    for label in ("KV bytes per token (measured)", "SmolLM2 KV bytes per token (measured)"):  # 2 of 6, 3 of 9 heads
+    # facts that hold at any size: 1 KV head stores a third of 3, 3 a third of 9; greedy speculative output is the
+    # target's own; the phone pays no API bill while every priced cloud model does
+    for label in ("student KV bytes per token (measured), MQA vs GQA", "SmolLM2 KV bytes per token (measured)"):
         kv = by[label]
         assert kv["verdict"] == "supported" and kv["a"] * 3 == pytest.approx(kv["b"])
     assert by["output identical (student draft, every g)"]["verdict"] == "supported"
@@ -205,3 +205,224 @@ def test_compile_knob_really_compiles_and_keeps_the_tokens(slm_env):
     a, b = eager.generate(ids, 4), comp.generate(ids, 4)
     assert hasattr(comp.model, "_compiled_call") and not hasattr(eager.model, "_compiled_call")
     assert a.sequences.tolist() == b.sequences.tolist()
+
+
+# --- paired statistics, MDE, the same standard for refutation (issue 16) -------------------------------------------
+
+def unit_rows(spec: dict[str, list[list[float]]], metric="m", fp="abc123abc123") -> pd.DataFrame:
+    """{model: [per-unit values of seed 0, of seed 1, ...]} -> rows carrying per-unit samples over one unit set."""
+    out = []
+    for model, seeds in spec.items():
+        for i, u in enumerate(seeds):
+            mean = sum(u) / len(u)
+            se = (sum((x - mean) ** 2 for x in u) / (len(u) - 1) / len(u)) ** 0.5
+            out.append({"run_id": "r", "job_id": f"{model}{i}", "model": f"{model}-s{i}", "variant": "{}",
+                        "device": "local-cpu", "scenario": "heldout", "params": "{}", "labels": "{}",
+                        "metric": metric, "value": mean, "n": len(u), "spread": se, "spread_kind": "stderr_units",
+                        "samples": json.dumps(u), "note": f"split (units={fp})", "status": "ok",
+                        "source": "measured"})
+    return pd.DataFrame(out)
+
+
+def _units(n=200, seed=0, sd=0.5):
+    import random
+    rng = random.Random(seed)
+    return [2.0 + rng.gauss(0, sd) for _ in range(n)]
+
+
+def test_paired_identical_arms_find_nothing_and_pass_a_tight_margin():
+    u = _units()
+    df = unit_rows({"a": [u], "b": [list(u)]})
+    r = decide(cmp(), df)
+    assert r.effect == 0 and r.verdict == "inconclusive" and r.how.startswith("paired over 200")
+    # an identical model is within any margin (C4's "≤ 0.05 bits/B" could not pass unpaired)
+    assert decide(cmp(test="not_worse", margin=0.05), df).verdict == "supported"
+    assert decide(cmp(test="not_worse", margin=0.05, paired=False), df).verdict == "inconclusive"
+
+
+def test_paired_finds_a_known_shift_that_unit_noise_hides_unpaired():
+    u = _units(sd=0.5)
+    rng = __import__("random").Random(1)
+    a = [x - 0.05 + rng.gauss(0, 0.01) for x in u]  # a is 0.05 lower on every unit, tiny per-unit noise
+    df = unit_rows({"a": [a], "b": [u]})
+    r = decide(cmp(), df)
+    assert r.verdict == "supported" and r.effect == pytest.approx(0.05, abs=0.005) and r.lo > 0.04
+    assert r.mde < 0.01  # the paired comparison could see far smaller effects
+    un = decide(cmp(paired=False), df)
+    assert un.verdict == "inconclusive" and un.mde > 0.05  # unpaired: the units' spread swamps it
+    # a different unit set (another split, other items) is never paired
+    df2 = pd.concat([unit_rows({"a": [a]}), unit_rows({"b": [u]}, fp="ffffff000000")])
+    assert decide(cmp(), df2).how.startswith("unpaired")
+
+
+def test_seeds_add_their_spread_and_min_rows_keeps_few_seeds_inconclusive():
+    u = _units()
+    seeds_a = [[x - 0.05 + s for x in u] for s in (-0.01, 0.0, 0.01)]
+    seeds_b = [[x + s for x in u] for s in (-0.01, 0.0, 0.01)]
+    r = decide(cmp(min_rows=3), unit_rows({"a": seeds_a, "b": seeds_b}))
+    assert r.verdict == "supported" and "3 vs 3 rows" in r.how
+    # the seed part widens the interval: same means, seeds far apart -> inconclusive
+    wide = decide(cmp(min_rows=3), unit_rows({"a": [[x - 0.05 + s for x in u] for s in (-0.2, 0, 0.2)],
+                                             "b": [[x + s for x in u] for s in (-0.2, 0, 0.2)]}))
+    assert wide.verdict == "inconclusive" and wide.hi - wide.lo > r.hi - r.lo
+    two = decide(cmp(min_rows=3), unit_rows({"a": seeds_a[:2], "b": seeds_b[:2]}))
+    assert two.verdict == "inconclusive" and "fewer than 3 rows" in two.why
+
+
+def test_refutation_needs_the_same_standard_as_support():
+    # b clearly better on the mean, but one a seed beats one b seed: not refuted (as support would not be)
+    df = rows({"a": [(1.22, 0.0)] * 8 + [(1.19, 0.0)], "b": [(0.50, 0.0)] * 8 + [(1.20, 0.0)]})
+    r = decide(cmp(), df)
+    assert r.hi < 0 and r.verdict == "inconclusive" and "seeds disagree" in r.why
+    df = rows({"a": [(1.50, 0.01), (1.48, 0.01), (1.49, 0.01)], "b": [(1.00, 0.01), (1.02, 0.01), (1.01, 0.01)]})
+    assert decide(cmp(), df).verdict == "refuted"
+
+
+def test_mde_is_the_80_percent_power_distance_and_t_quantile_for_few_seeds():
+    df = rows({"a": [(1.0, 0.01)], "b": [(1.1, 0.01)]})  # known stderrs, df = inf: normal quantiles
+    r = decide(cmp(), df)
+    se = (0.01 ** 2 * 2) ** 0.5
+    assert r.mde == pytest.approx((1.959964 + 0.841621) * se, rel=1e-4)
+    assert r.hi - r.lo == pytest.approx(2 * 1.959964 * se, rel=1e-4)
+    few = decide(cmp(), rows({"a": [(1.0, 0.0), (1.02, 0.0)], "b": [(1.1, 0.0), (1.12, 0.0)]}))
+    assert few.hi - few.lo > 2 * 1.96 * ((0.01 ** 2) * 2) ** 0.5 * 1.5  # t with ~2 df is much wider than z
+
+
+def test_mcnemar_on_known_tables_and_on_paired_items():
+    from slmbench.analysis.claims import mcnemar_p
+    assert mcnemar_p(1, 9) == pytest.approx(22 / 1024)  # 2·P(X ≤ 1), X ~ Bin(10, 1/2)
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(0, 10) == pytest.approx(2 / 1024)
+    a = [1.0] * 60 + [0.0] * 40
+    b = [1.0] * 50 + [0.0] * 50  # a right and b wrong on 10 items, never the reverse
+    r = decide(cmp(better="higher"), unit_rows({"a": [a], "b": [b]}, metric="m"))
+    assert r.effect == pytest.approx(0.1) and "McNemar (exact) p = 0.00195 on 0+10" in r.why
+
+
+def test_not_worse_needs_a_margin_fixed_in_the_suite():
+    from slmbench.errors import UserError
+    with pytest.raises(UserError, match="needs its margin") as e:
+        parse([{"id": "X", "title": "t", "question": "q", "comparisons": [
+            {"metric": "m", "better": "lower", "test": "not_worse", "a": {}, "b": {}}]}], "f.yaml")
+    assert e.value.line().count("claims[0].comparisons[0].margin") == 1
+
+
+def test_break_even_acceptance():
+    from slmbench.report.claims import break_even_acceptance
+    from slmbench.speculative import expected_tokens
+    assert break_even_acceptance(1, 0.5, 1.0) == pytest.approx(0.5)  # 1 + a = 1.5
+    assert break_even_acceptance(4, 0.0, 1.0) == 0.0  # a free draft pays at any acceptance
+    assert break_even_acceptance(2, 1.2, 1.0) is None  # 3 tokens at most for 3.4 step costs: never pays
+    a = break_even_acceptance(4, 0.2, 1.1)
+    assert expected_tokens(a, 4) == pytest.approx(4 * 0.2 + 1.1, rel=1e-6)
+
+
+CLAIMS = """claims:
+  - id: P
+    title: paired
+    question: q
+    regime: "toy rows"
+    comparisons:
+      - {metric: heldout_bpb, better: lower, a: {model: m1}, b: {model: m2}}
+      - {metric: heldout_bpb, better: lower, test: not_worse, margin: 0.05, a: {model: m1}, b: {model: m2}}
+"""
+
+
+def _stored_run(tmp_path):
+    """A real results store: two jobs of a real suite, per-sequence samples, the worker's code record."""
+    from slmbench.plan import expand, load_suite
+    from slmbench.store import Store
+    p = tmp_path / "s.yaml"
+    p.write_text(SUITE + CLAIMS)
+    st = Store(tmp_path / "out")
+    st.start_run("r1", "s", str(p), "sha", {"host": {}, "versions": {}})
+    u = _units(50)
+    for job, shift in zip(expand(load_suite(p)), (-0.1, 0.0)):
+        vals = [x + shift for x in u]
+        st.record_job("r1", job, "ok", None, [{"name": "heldout_bpb", "value": sum(vals) / 50, "unit": "bits/B",
+                                               "n": 50, "spread": 0.07, "spread_kind": "stderr_units",
+                                               "samples": vals, "note": "split (units=0123456789ab)"}],
+                      0.0, {"code": {"commit": "c0ffee" * 6 + "abcd", "dirty": job.model.name == "m2"}})
+    return st, p
+
+
+def test_store_records_the_code_per_job_and_migrates_an_old_store(tmp_path):
+    import sqlite3
+    st, p = _stored_run(tmp_path)
+    rows = st.rows("r1")
+    assert list(rows["git_commit"].str[:6]) == ["c0ffee", "c0ffee"] and sorted(rows["git_dirty"]) == [0, 1]
+    assert st.suite_text("r1") == p.read_text()
+    old = tmp_path / "old"
+    old.mkdir()
+    db = sqlite3.connect(old / "results.sqlite")  # the schema before provenance columns
+    db.executescript("CREATE TABLE runs (run_id TEXT PRIMARY KEY, suite TEXT, suite_path TEXT, suite_sha TEXT, "
+                     "created REAL, finished REAL, status TEXT, manifest TEXT);"
+                     "CREATE TABLE jobs (run_id TEXT, job_id TEXT, label TEXT, spec TEXT, status TEXT, error TEXT, "
+                     "started REAL, finished REAL, wall_s REAL, info TEXT, PRIMARY KEY (run_id, job_id));"
+                     "INSERT INTO runs VALUES ('o', 's', '', '', 1, 2, 'finished', '{}');")
+    db.commit()
+    db.close()
+    from slmbench.store import Store
+    o = Store(old)
+    assert o.suite_text("o") is None and "git_commit" in o.rows().columns
+
+
+def test_claims_report_from_the_store_and_rebuilt_from_its_export(tmp_path):
+    from slmbench.report import claims as rcl
+    from slmbench.plan import parse_suite
+    st, p = _stored_run(tmp_path)
+    p.write_text(p.read_text().replace("margin: 0.05", "margin: 0.5"))  # a margin moved after the run
+    md, hp = rcl.from_store(st, "r1", str(p), tmp_path / "rep", parse_suite(str(p)))
+    text, page = md.read_text(), hp.read_text()
+    assert "The suite changed since this run" in text and "claim P: its definition" in text
+    assert "paired over 50 shared units" in text and "**SUPPORTED**" in text and "c0ffeec0ffee (dirty): 1 rows" in text
+    assert "class='badge b-supported'" in page and not any(ch in page for ch in "✅❌❔")
+    assert (tmp_path / "rep" / "plots" / "P.png").stat().st_size > 1000  # the forest plot
+    v1 = json.loads((tmp_path / "rep" / "verdicts.json").read_text())
+    assert v1[0]["comparisons"][0]["mde"] > 0 and v1[0]["regime"] == "toy rows"
+    # rebuilt from the shipped export alone (no store): the same numbers, the same note
+    assert rcl.main([str(tmp_path / "rep" / "rows.csv"), str(p), str(tmp_path / "again")]) == 0
+    assert json.loads((tmp_path / "again" / "verdicts.json").read_text()) == v1
+    assert "claim P: its definition" in (tmp_path / "again" / "claims.md").read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    rc, _, err = run_cli_module(bad, p, tmp_path / "x")
+    assert rc == 2 and "not a `slmbench results` export" in err and "Traceback" not in err
+
+
+def run_cli_module(*args):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "slmbench.report.claims", *map(str, args)], capture_output=True,
+                       text=True, cwd=REPO)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_heldout_per_sequence_values_average_to_the_reported_figures():
+    import numpy as np
+    import torch
+    from slmbench.scenarios.heldout import per_sequence
+
+    class Tiny(torch.nn.Module):  # a real (untrained) LM head over an embedding: logits for every position
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.e, self.h = torch.nn.Embedding(11, 8), torch.nn.Linear(8, 11)
+
+        def forward(self, x):
+            return type("Out", (), {"logits": self.h(self.e(x))})()
+
+    held = np.random.default_rng(0).integers(0, 11, size=(7, 9))
+    tb = np.arange(1, 12)  # bytes per token id
+    top1 = np.zeros((7, 9), dtype=np.int64)
+    r = per_sequence(Tiny(), held, tb, top1, batch=3)
+    assert len(r["bpb_units"]) == 7 and np.mean(r["bpb_units"]) == pytest.approx(r["heldout_bpb"])
+    assert np.mean(r["agree_units"]) == pytest.approx(r["top1_agreement"])
+
+
+def test_accuracy_rows_carry_per_item_scores_in_doc_order():
+    from slmbench.scenarios.accuracy import _per_item
+    res = {"samples": {"t": [{"doc_id": 3, "doc_hash": "h3", "filter": "none", "metrics": ["acc"], "acc": 0.0},
+                             {"doc_id": 1, "doc_hash": "h1", "filter": "none", "metrics": ["acc"], "acc": 1.0}]}}
+    fp, vals = _per_item(res)[("t", "none", "acc")]
+    assert vals == [1.0, 0.0] and fp.startswith("units=")

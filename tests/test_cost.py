@@ -128,3 +128,70 @@ def test_threads_and_bytes_per_token_come_from_the_job_not_the_reader():
     assert not any(x["device"] == "phone-x" for x in ct.rows) and "no bytes/token" in " ".join(ct.notes)
     r, _ = host(manifest={"host": {"logical_cpus": 64}})  # nothing recorded: the run's machine
     assert r["j_per_token"] == pytest.approx(64 * 5 * spt)
+
+
+def _claim_rows():
+    """A measured host variant (latency, roofline, ARC-Challenge accuracy) and its job info, as the store holds them."""
+    df = pd.DataFrame([_row("decode_tok_s", 100), _row("prefill_tok_s", 400), _row("decode_roofline_frac", 0.5),
+                       _row("acc_norm", 0.5, scenario="accuracy", labels={"task": "arc_challenge"})])
+    return df, {"local-cpulatency": {"model": {"weights_per_token_bytes": 100e6}, "threads": 2}}
+
+
+def test_framings_are_separate_rows_and_an_assumption_decided_verdict_is_labelled(tmp_path):
+    """Shipped profiles and price tables: marginal/dedicated/API rows; a verdict that flips within the duty range is
+    labelled "by assumption" (and drawn with the dashed badge), the API bill "by definition"."""
+    from slmbench.analysis import claims as ac
+    df, infos = _claim_rows()
+    rows = ac.cost_rows(df, infos)
+    get = lambda m, g: rows[(rows["metric"] == m) & rows["model"].str.fullmatch(g)]["value"]  # noqa: E731
+    pi, cloud = "m/.*@board-raspberry-pi-5", ".*@cloud"
+    assert (get("api_usd_per_m", pi) == 0).all() and (get("marginal_usd_per_m", cloud).values ==
+                                                      get("api_usd_per_m", cloud).values).all()
+    # the Pi's dedicated cost sits between the cloud's cheapest at 1 h/day and at 8 h/day: the duty decides it
+    lo_duty = ac.cost_rows(df, infos, a=ac.assumptions_for({"duty_hours_per_day": 0.05}))
+    hi_duty = ac.cost_rows(df, infos, a=ac.assumptions_for({"duty_hours_per_day": 8}))
+    cmin = get("usd_per_correct_dedicated", cloud).min()
+    sel = lambda r: r[(r["metric"] == "usd_per_correct_dedicated") & r["model"].str.fullmatch(pi)]["value"].iloc[0]  # noqa: E731
+    assert sel(lo_duty) > cmin > sel(hi_duty)
+    claim = ac.parse([{"id": "C8", "title": "t", "question": "q", "assumptions": {"duty_hours_per_day": 1.0},
+                       "comparisons": [
+                           {"metric": "usd_per_correct_dedicated", "better": "lower", "label": "dedicated",
+                            "a": {"scenario": "cost", "model": "m/*@board-*"},
+                            "b": {"scenario": "cost", "device": "cloud", "reduce": "min"}},
+                           {"metric": "api_usd_per_m", "better": "lower", "primary": False,
+                            "a": {"scenario": "cost", "model": "m/*@board-*"},
+                            "b": {"scenario": "cost", "device": "cloud", "reduce": "min"}}]}])
+    (_, res, v), = ac.evaluate(claim, df, infos=infos)
+    assert res[0].basis.startswith("by assumption: duty_hours_per_day (0.05: ")
+    assert res[1].basis == "by assumption: the API bill is zero on the device by definition"
+    assert ac.claim_basis(res).startswith("by assumption")
+    from slmbench.report import claims as rcl
+    html = rcl.badge_html(v, ac.claim_basis(res))
+    assert "b-assumed" in html and "by assumption" in html and "b-assumed" not in rcl.badge_html(v)
+    assert rcl.badge_md(v, "by assumption: x").endswith("*(by assumption)*")
+    # a bad assumption name is one line naming the field
+    from slmbench.errors import UserError
+    with pytest.raises(UserError, match="claims.assumptions.duty_hourz"):
+        ac.assumptions_for({"duty_hourz": 1})
+
+
+def test_cloud_quality_is_published_never_measured_and_not_provided_without_a_citation():
+    a = cost.Assumptions(quality_benchmark="arc_challenge")
+    e = cost.PriceEntry(model="x", input_usd_per_m=1, output_usd_per_m=2, date="2023-03", source="page",
+                        published=[{"benchmark": "arc_challenge", "value": 0.963, "setting": "25-shot",
+                                    "citation": "paper, table 2"}])
+    row = cost._published(a, e)
+    assert row["quality_shared"] == 0.963 and "published: paper, table 2; not measured here" in row["quality_text"]
+    bare = cost._published(a, e.model_copy(update={"published": []}))
+    assert bare["quality_shared"] is None and bare["quality_text"] == "arc_challenge: not provided"
+
+
+def test_framings_by_hand():
+    a = A.model_copy(update={"battery_cycles": 500, "battery_replacement_usd": 100})
+    c = cost.device_costs(a, 0.01, 5, 18, 900, 3, 0.2)  # 0.05 J/token on an 18 Wh battery
+    wh_per_m = 0.05 * 1e6 / 3600
+    assert c["electricity_usd_per_m"] == pytest.approx(wh_per_m / 1000 * 0.2)
+    assert c["battery_wear_usd_per_m"] == pytest.approx(wh_per_m * 100 / (500 * 18))
+    assert c["marginal_usd_per_m"] == pytest.approx(c["electricity_usd_per_m"] + c["battery_wear_usd_per_m"])
+    assert c["dedicated_usd_per_m"] == pytest.approx(c["electricity_usd_per_m"] + 900 / (3 * 365 * 3600) * 0.01 * 1e6)
+    assert cost.device_costs(a, 0.01, 5, None, None, None, 0.2)["battery_wear_usd_per_m"] is None  # no battery

@@ -128,3 +128,95 @@ def test_compare_flags_an_injected_decode_delay(tmp_path):
     # Bad input keeps exit code 2.
     rc, _, err = run_cli("compare", "nope", "last", "--out", out)
     assert rc == 2 and "no run 'nope'" in err
+
+
+# --- interleaved A/B confirmation ----------------------------------------------------------------------------------
+
+def _drifting_pairs(n: int, ratio: float, seed: int, drift: float = 0.15, noise: float = 0.01):
+    """Rounds on a machine whose speed wanders ±`drift` from round to round; within a round B = A × ratio, each
+    member with its own small noise (what back-to-back runs see)."""
+    rng = random.Random(seed)
+    a, b = [], []
+    for _ in range(n):
+        speed = 25 * (1 + rng.uniform(-drift, drift))
+        a.append(speed * (1 + rng.gauss(0, noise)))
+        b.append(speed * ratio * (1 + rng.gauss(0, noise)))
+    return a, b
+
+
+def test_paired_test_sees_5pct_through_drift_that_hides_it_from_the_unpaired_test():
+    from slmbench.analysis.regression import decide_paired, paired_ratio
+    from slmbench.regression_rules import paired_rule
+    rule = paired_rule("decode_tok_s", "tok/s")
+    assert rule.alpha == 0.05 and rule.min_change <= 0.02
+    a, b = _drifting_pairs(8, 0.95, 1)
+    v, rel, p, why = decide_paired(a, b, True, rule)
+    assert v == "regressed" and rel == pytest.approx(-0.05, abs=0.01) and p < 0.05 and "8 interleaved pairs" in why
+    assert decide(a, b, True, rule_for("decode_tok_s", "tok/s", {}))[0] != "regressed"  # unpaired: drowned
+    assert decide_paired(a, b, False, rule)[0] == "improved"  # lower is better: the same move is good
+    one = decide_paired(a, b, True, rule, one_sided=True)  # a confirmation asks only "is B worse?"
+    assert one[0] == "regressed" and one[2] == pytest.approx(p / 2) and "one-sided" in one[3]
+    assert decide_paired(a, b, False, rule, one_sided=True)[0] == "inconclusive"  # better is never "improved"
+    a, b = _drifting_pairs(8, 1.0, 2)  # A/A
+    assert decide_paired(a, b, True, rule)[0] == "unchanged"
+    hl, p, up = paired_ratio([10.0, 20.0, 40.0], [11.0, 22.0, 44.0])  # a constant ratio, whatever the drift
+    assert hl == pytest.approx(0.1) and up == 3
+
+
+def test_paired_test_needs_enough_pairs_and_refuses_unpaired_input():
+    from slmbench.analysis.regression import decide_paired, min_signed_rank_p, paired_ratio
+    assert min_signed_rank_p(5) == pytest.approx(0.0625) and min_signed_rank_p(6) < 0.05
+    a, b = _drifting_pairs(5, 0.9, 3)
+    v, *_, why = decide_paired(a, b, True, Rule(0.02, 0.05))
+    assert v == "inconclusive" and "too few pairs" in why
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_confirm_paired_confirms_only_what_the_ab_rerun_reproduces():
+    from slmbench.analysis.regression import Comparison, ab_pairs, confirm_paired
+    key = ("m", "{}", "local-cpu", "latency", "{}", "decode_tok_s", "{}")
+    mk = lambda job: Verdict((*key[:4], job, *key[5:]), "decode_tok_s", "tok/s", 25.0, 23.0, 6, 6, -0.08, 0.001,
+                             "regressed", "p < 0.01", True, Rule(0.07), job)
+    real, drift, lost = mk("j1"), mk("j2"), mk("j3")
+    cmp = Comparison("base", "new", "s", {}, {}, [real, drift, lost])
+    per_job = {"j1": {("decode_tok_s", "{}"): _drifting_pairs(8, 0.95, 4)},
+               "j2": {("decode_tok_s", "{}"): _drifting_pairs(8, 1.0, 5)}}
+    pairs = ab_pairs(cmp, per_job)
+    assert set(pairs) == {real.key, drift.key}
+    confirm_paired(cmp, pairs, {})
+    assert real.confirmed and real.rerun["verdict"] == "regressed" and "A/B" in real.rerun["reason"]
+    assert not drift.confirmed and "not reproduced A/B" in drift.reason
+    assert not lost.confirmed and "no pairs" in lost.reason
+
+
+def test_interleave_alternates_the_order_and_pairs_the_values():
+    from slmbench.executors.interleave import interleave, paired_values
+    calls = []
+
+    def arm(name, value):
+        def run():
+            calls.append(name)
+            return {("decode_tok_s", "{}"): value, (name, "{}"): 1.0}
+        return run
+    rounds = interleave(arm("A", 10.0), arm("B", 9.5), 4)
+    assert calls == ["A", "B", "A", "B", "B", "A", "A", "B", "B", "A"]  # warm-up, then A B, B A, A B, B A
+    assert paired_values(rounds) == {("decode_tok_s", "{}"): ([10.0] * 4, [9.5] * 4)}
+
+
+def test_job_arm_runs_the_base_commit_and_the_working_tree_side_by_side(tmp_path):
+    """A real job (tiny random model, latency) run by the worker of a git worktree of HEAD (A) and by this tree
+    (B), one interleaved pair: both give decode tok/s for the same key."""
+    from slmbench.executors.interleave import interleave, job_arm, paired_values, remove_worktree, worktree
+    from slmbench.plan import Job, ModelSpec, RunSettings, Variant
+    from conftest import REPO
+    job = Job("t", ModelSpec(**TINY_MODEL), Variant(), "local-cpu", 1, "latency",
+              {"prompt_tokens": 8, "gen_tokens": 4}, RunSettings(warmup=0, repetitions=2, min_duration_s=0), 0)
+    wt = worktree(REPO, "HEAD", tmp_path / "base")
+    try:
+        assert (wt / "slmbench" / "__init__.py").is_file()
+        pairs = paired_values(interleave(job_arm(job, wt), job_arm(job), 1, warmup=False))
+    finally:
+        remove_worktree(REPO, wt)
+    a, b = pairs[("decode_tok_s", "{}")]
+    assert len(a) == len(b) == 1 and a[0] > 0 and b[0] > 0

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from conftest import FAST, REPO, TINY_MODEL, cli_env, run_cli, tiny_suite
 

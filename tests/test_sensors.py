@@ -93,7 +93,7 @@ def test_sampled_power_integrates_per_phase(sysfs):
         time.sleep(0.05)
         e2 = m.read()
         time.sleep(0.3)
-        e3, t3 = m.read(), time.perf_counter()
+        e3 = m.read()
         assert (e3 - e2) == pytest.approx(10.0 * 0.3, rel=0.1)
         assert m.samples >= 10  # the thread sampled between reads
     finally:
@@ -130,22 +130,13 @@ def test_ssh_adapter_reads_its_configured_sensor(sysfs, monkeypatch):
 
 
 def test_sampler_cost(sysfs):
-    """The sampler's own cost: (1) its CPU time while the main thread sleeps (an upper bound of what it can take
-    from decode), (2) interleaved A/B of the tiny model's decode tok/s with and without it. Printed; the 1% target
-    is checked on (1) only: (2) on 2 shared, contended cores is noisier than 1%."""
-    m = SampledPower(hwmon_power_reader("ina226", str(sysfs))[0], 10.0, "fake")
-    c0, w0 = time.process_time(), time.perf_counter()
-    time.sleep(2.0)
-    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    m.stop()
-    share = cpu / wall
-    print(f"\n  sampler at 10 Hz: {m.samples} samples, {cpu * 1e3:.2f} ms CPU in {wall:.2f} s = {share:.4%} of one "
-          "core")
-    assert share < 0.01
-
+    """The sampler's own cost, as `slmbench overhead --sampler-hz` measures it (benchmarks/sampler.py), on the tiny
+    model: interleaved A/B pairs of decode tok/s without/with the sampler, and the sampler thread's own CPU time.
+    Printed, never asserted against a bound (timings on shared cores); the shape of the result is checked."""
     from slmbench import models
     from slmbench.adapters import load_profile, make_adapter
     from slmbench.backends import load_engine
+    from slmbench.benchmarks.sampler import format_lines, measure
     from slmbench.plan import ModelSpec, Variant
     spec = ModelSpec(name="t", source="random", config={"hidden_size": 32, "intermediate_size": 64,
                                                         "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -153,21 +144,10 @@ def test_sampler_cost(sysfs):
     ad = make_adapter(load_profile("local-cpu"), 1)
     ad.setup()
     eng = load_engine(models.resolve(spec), Variant(), ad)
-    ids = eng.prompt_ids(8)
-    n = 32
-    eng.generate(ids, n)  # warm-up
-
-    def tok_s() -> float:
-        t = time.perf_counter()
-        eng.generate(ids, n)
-        return n / (time.perf_counter() - t)
-
-    a, b = [], []
-    for _ in range(5):  # interleaved: A (no sampler), B (sampler at 10 Hz)
-        a.append(tok_s())
-        s = SampledPower(hwmon_power_reader("ina226", str(sysfs))[0], 10.0, "fake")
-        b.append(tok_s())
-        s.stop()
-    ma, mb = sorted(a)[2], sorted(b)[2]
-    print(f"  decode tok/s, tiny model, median of 5 interleaved: without {ma:.1f}, with sampler {mb:.1f} "
-          f"({(mb - ma) / ma:+.1%}; contended 2-core VM: noise, not a bound)")
+    read_w = hwmon_power_reader("ina226", str(sysfs))[0]
+    r = measure(eng, read_w, hz=100.0, prompt_tokens=8, gen_tokens=32, pairs=8)
+    print("\n  " + "\n  ".join(format_lines(r, 1, "FAKE sysfs tree (tests): hwmon ina226 power1_input")))
+    assert r["pairs"] == 8 and len(r["off_tok_s"]) == len(r["on_tok_s"]) == len(r["ratios"]) == 8
+    lo, hi = r["ratio_median_ci95"]
+    assert lo <= r["ratio_median"] <= hi and all(x > 0 for x in r["ratios"])
+    assert r["sampler_cpu_s"] > 0 and r["sampler_wall_s"] > 0  # the thread's own clock was read, in every B arm

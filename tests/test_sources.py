@@ -335,3 +335,58 @@ def test_gemma3_latency_and_memory_on_llamacpp(tmp_path):
         ("gemma3", "MOSTLY_Q4_K_M", "q4_k_m", 262144, 1)
     assert info["gguf_sliding_window"] == 512 and info["file_bytes"] == 253_113_024
     assert "Gemma Terms of Use" in info["origin"]
+
+
+# --- KV bytes with sliding-window layers ------------------------------------------------------------------------
+
+def test_kv_formula_counts_a_sliding_window_layer_at_most_the_window():
+    """Real transformers configs: Gemma 3 (5 local layers to 1 global), Mistral (every layer windowed), Qwen2 (a
+    window it does not use), Llama (none)."""
+    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config
+
+    from slmbench.backends.torch_hf import sliding_layers, windowed_kv_per_token
+    g = Gemma3TextConfig(num_hidden_layers=18, sliding_window=512)
+    assert sliding_layers(g) == (15, 512)
+    assert sliding_layers(MistralConfig(num_hidden_layers=4, sliding_window=4096)) == (4, 4096)
+    assert sliding_layers(Qwen2Config(num_hidden_layers=4, sliding_window=4096, use_sliding_window=False)) == (0, 0)
+    assert sliding_layers(LlamaConfig(num_hidden_layers=4)) == (0, 0)
+    per_layer = 2 * 1 * 256 * 2
+    assert windowed_kv_per_token(per_layer, 18, 15, 512, None) == 18 * per_layer  # short: every layer
+    assert windowed_kv_per_token(per_layer, 18, 15, 512, 100) == 18 * per_layer
+    assert windowed_kv_per_token(per_layer, 18, 15, 512, 1024) == (3 * 1024 + 15 * 512) * per_layer // 1024
+    assert windowed_kv_per_token(per_layer, 18, 0, 0, 4096) == 18 * per_layer  # no window: as before
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_gemma3_kv_formula_matches_llamacpp_past_the_window(adapter):
+    """Past Gemma's 512-token window llama.cpp keeps 512 cells in each local layer: measured KV bytes per token
+    agree with the windowed formula, and not with 2·layers·kv_heads·head_dim·2 (which is 1.7× too high here)."""
+    _llama_cpp()
+    from slmbench.backends.llamacpp import swa_layers
+    eng = _load({"source": "gemma3"}, adapter, backend="llamacpp")
+    assert swa_layers("gemma3", 18, eng.llm.metadata) == 15
+    for n in (100, 600):
+        kv, seq = eng.kv_bytes_measured(eng.prefill(eng.prompt_ids(n)))
+        assert seq == n
+        assert kv / n == pytest.approx(eng.kv_bytes_per_token_formula(n), rel=0.01)  # cell metadata: ~0.2%
+    assert eng.kv_bytes_per_token_formula(600) < 0.9 * eng.kv_bytes_per_token_formula()
+
+
+def test_bits_per_byte_without_offsets_counts_the_decoded_scored_spans(slm_env):
+    """A GGUF's own vocabulary (llama.cpp) has no character offsets: the scored spans, decoded, give the byte count
+    the offsets give (checked on a real tokenizer that has both; a character split at a span edge is counted on
+    its other side: 1-3 bytes per edge), and tile the text's bytes exactly."""
+    from transformers import AutoTokenizer
+
+    from slmbench.models.random_init import byte_tokenizer_dir
+    from slmbench.scenarios.perplexity import decoded_bytes, token_bytes, windows
+    tok = AutoTokenizer.from_pretrained(str(byte_tokenizer_dir()))
+    text = "It is a truth universally acknowledged — é, ü, 日本 — that a single man " * 6
+    ids, tb = token_bytes(tok, text)
+    for context, stride, skip in ((16, 16, 0), (16, 8, 8), (40, 13, 5)):
+        spans = [(first, end) for _, end, first in windows(len(ids), context, stride, skip)]
+        by_offsets = sum(tb[i] for a, b in spans for i in range(a, b))
+        assert abs(decoded_bytes(tok, ids, spans) - by_offsets) <= 3 * len(spans)
+    tiles = [(0, 7), (7, 30), (30, len(ids))]  # cuts inside multi-byte characters (byte tokens)
+    assert decoded_bytes(tok, ids, tiles) == len(text.encode("utf-8"))

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from conftest import CACHE_DIR, FAST, REPO, TINY_MODEL, run_cli
+from slmbench.executors.ssh import SWEEP_GRACE_S
 
 pytest.importorskip("paramiko")
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").is_file() else None)
@@ -170,6 +171,34 @@ def test_rows_through_ssh_equal_a_local_run(tmp_path, devices, sshd):
     # the device kept no job files; it has its own model cache under its work directory
     remote = tmp_path / "remote"
     assert not list((remote / "jobs").iterdir()) and (remote / "cache").is_dir()
+    _projection_vs_measurement(out, devices)
+
+
+def _projection_vs_measurement(out: Path, devices: Path) -> None:
+    """The report's projection for the ssh device (host roofline fraction × the device profile's bandwidth) next
+    to what the device measured. The device is this machine, so its profile states this machine's bandwidth (the
+    figure the host's roofline used): the error is then the difference of two contended decode measurements. (Its
+    own bandwidth measured on the device during a contended run can be several times lower — the projection
+    inherits whatever the profile's figure is.)"""
+    from slmbench.adapters import DeviceProfile
+    from slmbench.report.device import section
+    from slmbench.store import Store
+    st = Store(out)
+    run = st.latest_run()
+    df, infos = st.rows(run), st.job_info(run)
+    host = df[(df["device"] == "local-cpu") & (df["metric"] == "decode_roofline_tok_s")].iloc[0]
+    bpt = infos[host["job_id"]]["model"]["weights_per_token_bytes"]
+    profiles = {n: DeviceProfile(**yaml.safe_load((devices / f"{n}.yaml").read_text())) for n in ("local-cpu", "ssh-dev")}
+    profiles["ssh-dev"] = profiles["ssh-dev"].model_copy(
+        update={"memory_bandwidth_gbs": host["value"] * bpt / 1e9,
+                "sources": {"memory_bandwidth_gbs": "this machine's bandwidth (the host's roofline row): the ssh "
+                            "device of this test is this machine"}})
+    sec = section(df, infos, profiles)
+    assert sec is not None
+    print("\n" + sec.markdown())
+    (dec,) = [r for r in sec.data if r["metric"] == "decode_tok_s"]
+    assert dec["device"] == "ssh-dev" and dec["host"] == "local-cpu" and dec["projected"] > 0 and dec["measured"] > 0
+    assert dec["error"] == pytest.approx(dec["projected"] / dec["measured"] - 1)
 
 
 def test_overhead_of_the_ssh_path(tmp_path, devices, sshd, monkeypatch):
@@ -267,10 +296,80 @@ def test_server_killed_mid_job_is_lost_then_resumed(tmp_path, devices, sshd):
     # the device's job did not outlive the connection: its launcher saw EOF and killed the worker's group
     _wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in on_device),
               timeout=15, what="the device's job to be killed")
+    # the lost job's directory is still on the device (nobody could remove it); let it grow older than the sweep's
+    # grace period, as it would between a lost run and a later --resume
+    left = sorted(d.name for d in (remote / "jobs").iterdir())
+    assert len(left) == 1 and (remote / "jobs" / left[0] / ".lock").is_file()
+    _age(remote / "jobs" / left[0], 2 * SWEEP_GRACE_S)
     rc, _, err = run_cli("run", suite, "--out", out, "--resume", env=env)
     assert rc == 0, err
     jobs = _jobs(out)
     assert len(jobs) == 2 and {j["status"] for j in jobs} == {"ok"}, [(j["status"], j["error"]) for j in jobs]
+    swept = [s for j in jobs for s in json.loads(j["info"])["ssh"].get("swept", [])]
+    assert swept == left and not list((remote / "jobs").iterdir())  # resumed, and nothing left behind
+
+
+def _age(d: Path, seconds: float) -> None:
+    """Set the mtime of `d` and everything in it `seconds` into the past."""
+    t = time.time() - seconds
+    for p in [d, *d.rglob("*")]:
+        os.utime(p, (t, t))
+
+
+def test_sweep_removes_left_behind_dirs_never_a_running_job(tmp_path, devices, sshd, monkeypatch):
+    """A job starting on the device removes the directories finished or lost jobs left behind; a job still running
+    there (its launcher holds its lock) is kept even when its files look old; a fresh directory (a driver still
+    uploading) is kept."""
+    import signal
+    import threading
+    monkeypatch.setenv("SLMBENCH_DEVICES_DIR", str(devices))
+    from slmbench.contracts import load_profile
+    from slmbench.executors.ssh import run_job_ssh
+    from slmbench.plan import expand, load_suite
+    jobs_dir = tmp_path / "remote" / "jobs"
+    prof = load_profile("ssh-dev")
+    a_job, b_job = expand(load_suite(str(_suite(tmp_path, ["ssh-dev"], [LATENCY, {
+        "name": "latency", "params": {"prompt_tokens": 8, "gen_tokens": 5}}]))), tmp_path)
+    got = {}
+    a = threading.Thread(target=lambda: got.setdefault("a", run_job_ssh(a_job, prof, tmp_path / "logs")))
+    a.start()
+    stopped = []
+    try:
+        def worker():
+            return [c for p in _device_procs(str(jobs_dir)) for c in _children(p)
+                    if "slmbench.executors.worker" in " ".join(_cmdline(c))]
+        _wait_for(worker, what="job A's worker on the device")
+        stopped += worker()
+        for w in stopped:  # job A stays running (paused) while job B starts and sweeps
+            w.send_signal(signal.SIGSTOP)
+        (a_dir,) = list(jobs_dir.iterdir())
+        _age(a_dir, 2 * SWEEP_GRACE_S)  # old-looking, but its launcher holds the lock: running
+        lost = jobs_dir / "lost-0001"  # a lost job's leftovers: its lock file, free
+        lost.mkdir()
+        (lost / ".lock").write_text("")
+        (lost / "job.json").write_text("{}")
+        _age(lost, 2 * SWEEP_GRACE_S)
+        never = jobs_dir / "never-started-0002"  # uploaded, the connection went before the launcher ran
+        never.mkdir()
+        (never / "job.json").write_text("{}")
+        _age(never, 2 * SWEEP_GRACE_S)
+        fresh = jobs_dir / "uploading-0003"  # a driver uploading right now (no lock yet, just written)
+        fresh.mkdir()
+        (fresh / "job.json").write_text("{}")
+        res = run_job_ssh(b_job, prof, tmp_path / "logs")
+        assert res.status == "ok", res.error
+        print(f"\n  swept by job B: {res.info['ssh'].get('swept')}")
+        assert sorted(res.info["ssh"]["swept"]) == ["lost-0001", "never-started-0002"]
+        assert a_dir.is_dir() and fresh.is_dir() and not lost.exists() and not never.exists()
+    finally:
+        for w in stopped:
+            try:
+                w.send_signal(signal.SIGCONT)
+            except psutil.Error:
+                pass
+        a.join(timeout=180)
+    assert got["a"].status == "ok", got["a"].error  # the running job was never disturbed
+    assert sorted(d.name for d in jobs_dir.iterdir()) == ["uploading-0003"]
 
 
 def _full_dir(tmp_path: Path):

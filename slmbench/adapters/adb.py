@@ -1,22 +1,36 @@
-"""Android over adb: PARSERS ONLY, for now. They turn what the phone's own tools print into the same Metric rows
-the host's scenarios emit (source "measured", note "... on the device"):
+"""Android over adb: the phone's own llama.cpp tools, run there, parsed into the same Metric rows the host's scenarios
+emit (source "measured", note "... on the device").
 
-    llama-bench -o json                      prefill_tok_s (pp tests), decode_tok_s (tg tests), with samples
-    llama-perplexity ... (its last line)     ppl with its ± (stderr), and the per-chunk running estimates
-    dumpsys battery, before and after        battery level drop (%), charge used (mAh, from Charge counter),
-                                             voltage, battery temperature rise (°C)
-    dumpsys thermalservice, before and after thermal status and the hottest CPU/skin/battery sensor
+    transport (AdbPhone)                       adb -s SERIAL push / shell; a llama.cpp build the user supplies
+                                               (extra.llama_build_dir: pushed once, cached by content hash) or
+                                               binaries already on the phone (extra.device_bin_dir); the GGUF pushed
+                                               once per content hash (remote_dir/models/<sha256>/)
+    llama-bench -o json                        prefill_tok_s (pp tests), decode_tok_s (tg tests), with samples
+    llama-perplexity ... (its last line)       ppl with its ± (stderr), and the per-chunk running estimates
+    dumpsys battery, before and after          battery level drop (%), charge used (mAh, from Charge counter),
+                                               voltage, battery temperature rise (°C)
+    dumpsys thermalservice, before and after   thermal status and the hottest CPU/skin/battery sensor
 
-Nothing here runs adb yet (no adapter class is registered: a phone profile stays `adapter: profile` until the
-adb transport exists). The formats are those llama.cpp documents (tools/llama-bench/README.md, perplexity's
-`Final estimate: PPL = X +/- Y`) and Android's dumpsys; UNCHECKED on a real phone.
+A job on an `adapter: adb` device is run by executors/adb.py (latency → llama-bench, perplexity →
+llama-perplexity; other scenarios and backends are `unsupported` there). The formats are those llama.cpp prints
+(llama-bench's JSON fields, perplexity's `Final estimate: PPL = X +/- Y`) and Android's dumpsys. The transport is
+tested with a FAKE `adb` (tests/data/adb/fake_phone_adb.py) that runs the commands on this machine: UNCHECKED on a
+real phone.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+import shlex
+import subprocess
+from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..contracts import register_adapter
+from ..contracts.adapter import ENERGY, HOST_CPU, RUNS_MODELS, Adapter
 from ..metrics import Metric
 
 ON_DEVICE = "on the device"
@@ -165,3 +179,194 @@ def battery_thermal_rows(bat_before: str, bat_after: str, th_before: str | None 
                                    labels={"when": "after"}, note=f"hottest {kind} sensor after the run "
                                    f"(before: {max(before):.1f} °C), dumpsys thermalservice, {ON_DEVICE}"))
     return rows
+
+
+# --- the transport ---------------------------------------------------------------------------------------------
+
+TOOLS = ("llama-bench", "llama-perplexity")
+
+
+class AdbSettings(BaseModel):
+    """`extra:` of an adb profile."""
+    model_config = ConfigDict(extra="forbid")
+    serial: str | None = Field(None, description="adb -s SERIAL; none: the only device attached")
+    adb: str = Field("adb", min_length=1, description="the adb executable (a name on PATH, or a path)")
+    llama_build_dir: str | None = Field(None, description="a local directory with an Android (arm64) build of "
+                                        "llama-bench and llama-perplexity (and their lib*.so): pushed once")
+    device_bin_dir: str | None = Field(None, description="or: the directory on the phone that already has them")
+    remote_dir: str = Field("/data/local/tmp/slmbench", min_length=1, description="a writable directory on the phone")
+    threads: int | None = Field(None, ge=1, description="-t for the tools; none: the profile's cores, else 4")
+    repetitions: int = Field(5, ge=1, description="llama-bench -r")
+    timeout_s: float = Field(1800, gt=0, description="one adb command")
+
+    @model_validator(mode="after")
+    def _one_build(self):
+        if bool(self.llama_build_dir) == bool(self.device_bin_dir):
+            raise ValueError("name exactly one of llama_build_dir (pushed) or device_bin_dir (already on the phone)")
+        return self
+
+
+class AdbError(Exception):
+    """adb or a tool on the phone failed: one line."""
+
+
+_HASHES: dict[tuple, str] = {}
+
+
+def _sha256(path: Path) -> str:
+    """Content hash of a file or a directory's files; remembered per (path, size, mtime): a GGUF is hashed once."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    ident = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if ident not in _HASHES:
+        _HASHES[ident] = _digest(files)
+    return _HASHES[ident]
+
+
+def _digest(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+class AdbPhone:
+    """One phone over adb. Every command is `adb [-s SERIAL] ...`; failures raise AdbError with one line."""
+
+    def __init__(self, s: AdbSettings, cores: int | None = None):
+        self.s = s
+        self.threads = s.threads or cores or 4
+        self.log: list[str] = []  # every command and its output's tail, for the job's log
+        self._bin: str | None = None
+
+    def _adb(self, *args: str, timeout: float | None = None) -> str:
+        cmd = [self.s.adb, *(["-s", self.s.serial] if self.s.serial else []), *args]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout or self.s.timeout_s)
+        except FileNotFoundError:
+            raise AdbError(f"adb not found ({self.s.adb}): install Android platform-tools or set extra.adb")
+        except subprocess.TimeoutExpired:
+            raise AdbError(f"adb {' '.join(args[:2])} did not finish in {timeout or self.s.timeout_s:g} s")
+        self.log.append(f"$ {' '.join(shlex.quote(c) for c in cmd)}  (exit {r.returncode})\n{r.stdout[-4000:]}"
+                        f"{r.stderr[-4000:]}")
+        if r.returncode != 0:
+            tail = [ln.strip() for ln in (r.stderr or r.stdout).splitlines() if ln.strip()]
+            raise AdbError(f"adb {' '.join(args[:1])} failed (exit {r.returncode}): "
+                           f"{tail[-1][:300] if tail else 'no output'}")
+        return r.stdout
+
+    def shell(self, command: str, timeout: float | None = None) -> str:
+        return self._adb("shell", command, timeout=timeout)
+
+    def check(self) -> None:
+        state = self._adb("get-state", timeout=30).strip()
+        if state != "device":
+            raise AdbError(f"the phone is not ready (adb get-state: {state or 'nothing'}): unlock it and allow USB "
+                           "debugging")
+
+    def _exists(self, remote: str) -> bool:
+        return self.shell(f"test -e {shlex.quote(remote)} && echo yes || echo no", timeout=60).strip() == "yes"
+
+    def push_once(self, local: Path, kind: str) -> str:
+        """`local` (a file or a directory's files) pushed to remote_dir/KIND/<sha256>/, once: a `.complete` marker
+        is written last, so a half copy is never taken as done. Its path on the phone."""
+        digest = _sha256(local)
+        base = f"{self.s.remote_dir}/{kind}/{digest[:16]}"
+        dest = f"{base}/{local.name}" if local.is_file() else base
+        if self._exists(f"{base}/.complete"):
+            return dest
+        self.shell(f"mkdir -p {shlex.quote(base)}", timeout=60)
+        for f in ([local] if local.is_file() else sorted(p for p in local.iterdir() if p.is_file())):
+            self._adb("push", str(f), f"{base}/{f.name}")
+        self.shell(f"echo {digest} > {shlex.quote(base)}/.complete", timeout=60)
+        return dest
+
+    def bin_dir(self) -> str:
+        """Where llama-bench and llama-perplexity are on the phone (pushed from llama_build_dir, once)."""
+        if self._bin:
+            return self._bin
+        if self.s.device_bin_dir:
+            d = self.s.device_bin_dir
+        else:
+            local = Path(self.s.llama_build_dir).expanduser()
+            missing = [t for t in TOOLS if not (local / t).is_file()]
+            if missing:
+                raise AdbError(f"extra.llama_build_dir {local} has no {', '.join(missing)}")
+            d = self.push_once(local, "llama")
+            self.shell(f"chmod 755 {' '.join(shlex.quote(f'{d}/{t}') for t in TOOLS)}", timeout=60)
+        for t in TOOLS:
+            if not self._exists(f"{d}/{t}"):
+                raise AdbError(f"no {t} in {d} on the phone (extra.device_bin_dir)")
+        self._bin = d
+        return d
+
+    def _tool(self, tool: str, args: list[str], merge_stderr: bool) -> str:
+        """Run a tool on the phone. Its stderr joins stdout (merge_stderr) or goes to remote_dir/TOOL.stderr (kept
+        apart: llama-bench's JSON on stdout would be cut by its load logs); a failure's line comes from it."""
+        d, err = self.bin_dir(), f"{self.s.remote_dir}/{tool}.stderr"
+        redirect = "2>&1" if merge_stderr else f"2>{shlex.quote(err)}"
+        try:
+            return self.shell(f"cd {shlex.quote(self.s.remote_dir)} && LD_LIBRARY_PATH={shlex.quote(d)} "
+                              f"{shlex.quote(d + '/' + tool)} {' '.join(shlex.quote(a) for a in args)} {redirect}")
+        except AdbError as e:
+            tail = ""
+            if not merge_stderr:
+                try:
+                    lines = [ln for ln in self.shell(f"tail -n 5 {shlex.quote(err)}", timeout=60).splitlines()
+                             if ln.strip()]
+                    tail = lines[-1].strip()[:300] if lines else ""
+                except AdbError:
+                    pass
+            raise AdbError(f"{tool} failed on the phone: {tail or e}")
+
+    def bench(self, gguf: str, prompt_tokens: int, gen_tokens: int, repetitions: int | None = None) -> str:
+        """llama-bench's JSON (-o json) for one pp and one tg test."""
+        return self._tool("llama-bench", ["-m", gguf, "-p", str(prompt_tokens), "-n", str(gen_tokens),
+                                          "-r", str(repetitions or self.s.repetitions), "-t", str(self.threads),
+                                          "-o", "json"], merge_stderr=False)
+
+    def perplexity(self, gguf: str, text_remote: str, context: int) -> str:
+        return self._tool("llama-perplexity", ["-m", gguf, "-f", text_remote, "-c", str(context),
+                                               "-t", str(self.threads)], merge_stderr=True)
+
+    def battery(self) -> str:
+        return self.shell("dumpsys battery", timeout=60)
+
+    def thermal(self) -> str | None:
+        try:
+            return self.shell("dumpsys thermalservice", timeout=60)
+        except AdbError:  # older Android: no thermal service; the battery's own temperature still comes
+            return None
+
+
+def settings_of(profile) -> AdbSettings:
+    return AdbSettings(**profile.extra)
+
+
+@register_adapter
+class AdbAdapter(Adapter):
+    """A phone measured on itself through adb. Jobs on it never run in a local process: executors/adb.py runs
+    llama.cpp's tools there (latency and perplexity; any other scenario or backend is recorded `unsupported`)."""
+    name = "adb"
+    capabilities = frozenset({RUNS_MODELS, HOST_CPU, ENERGY})  # the phone's CPU; energy: its battery fuel gauge
+
+    @classmethod
+    def check_profile(cls, profile, file: str) -> None:
+        from pydantic import ValidationError
+        from ..errors import UserError
+        from ..yamlio import first_error
+        try:
+            settings_of(profile)
+        except ValidationError as e:
+            loc, msg = first_error(e)
+            raise UserError(msg, file=file, field=f"extra.{loc}" if loc else "extra")
+
+    def setup(self) -> None:
+        from ..errors import Unsupported
+        raise Unsupported(f"{self.profile.name} is a phone over adb: its jobs run there (executors/adb.py), "
+                          "never in a process here")
+
+    def info(self) -> dict:
+        return {"adapter": "adb", "profile": self.profile.name, "serial": settings_of(self.profile).serial}

@@ -169,6 +169,7 @@ class SampledPower:
         self.note = (f"measured: {what}, sampled at {hz:g} Hz on the device and integrated per phase (a phase "
                      f"shorter than ~{3 / hz:.1f} s rests on its boundary samples)")
         self.samples = 0
+        self.cpu_s = self.wall_s = None  # the sampler thread's own CPU time and lifetime, set when it ends
         self._lock = threading.Lock()
         self._t, self._p = time.perf_counter(), read_w()
         self._j = 0.0
@@ -187,12 +188,14 @@ class SampledPower:
             return self._j
 
     def _run(self) -> None:
-        period = 1.0 / self.hz
+        period, born = 1.0 / self.hz, time.perf_counter()
         while not self._stop.wait(period):
             try:
                 self._sample()
             except SensorError:  # a transient read failure: skip this sample, the next one integrates across
                 pass
+        # CLOCK_THREAD_CPUTIME_ID of this thread alone: what sampling took from the cores the model runs on
+        self.cpu_s, self.wall_s = time.thread_time(), time.perf_counter() - born
 
     def read(self) -> float:
         return self._sample()

@@ -13,6 +13,17 @@ the assumptions say otherwise), the ratio cloud list prices are usually blended 
     $ hardware    = price ÷ (lifetime × 365 × duty h/day × 3600) × seconds/token × 1e6   (amortised)
 and in the cloud $ = f_in × input price + f_out × output price (per 1M tokens).
 
+Three framings, each its own row (the cloud side is its list price in every one: no hardware of the user's):
+    marginal  = electricity + battery wear    (the device is already owned: what one more token costs)
+    dedicated = electricity + hardware share  (a device bought for this work, amortised over duty h/day)
+    API bill  = what the vendor pays a provider: 0 on the device by definition
+battery wear $ = Wh drawn × replacement price ÷ (cycles × battery Wh). Every assumed input (duty, electricity
+price, battery cycles and price, device price) is a suite parameter (a claim's `assumptions`), and RANGES gives
+the plausible ends a verdict is also decided at (analysis.claims labels a verdict that flips there "by assumption").
+
+Cloud answer quality is never measured here: a price entry may carry `published` scores (benchmark, setting, value,
+citation), shown with source `published`, never as measured; absent, it reads "not provided".
+
 Projection to a device that is not here (always labelled `projected`): batch-1 decode streams every weight once
 per token, so it is bandwidth-bound. The host's efficiency e = decode tok/s × bytes/token ÷ host bandwidth (the
 latency scenario's `decode_roofline_frac`) is assumed to carry over: decode' = e × bandwidth' ÷ bytes/token.
@@ -46,7 +57,15 @@ class Assumptions(BaseModel):
     host_device: str = "local-cpu"
     project_to: list[str] = Field(default_factory=list, description="profiles to project onto (default: all "
                                   "profile-adapter devices)")
+    battery_cycles: float = Field(500, gt=0, description="full cycles to end of battery life (wear)")
+    battery_replacement_usd: float = Field(100, ge=0, description="price of a battery replacement (wear)")
+    quality_benchmark: str = Field("arc_challenge", description="the benchmark both sides share for quality")
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict, description="plausible [lo, hi] of an "
+                                                   "assumed field; the verdict is also decided at each end")
     sources: dict[str, str] = Field(default_factory=dict)
+
+    def range_of(self, name: str) -> tuple[float, float] | None:
+        return tuple(self.ranges[name]) if name in self.ranges else RANGES.get(name)
 
     @property
     def f_in(self) -> float:
@@ -60,6 +79,22 @@ class Assumptions(BaseModel):
         return f"{self.blend_in:g}:{self.blend_out:g} (prompt:generated)"
 
 
+# Plausible ends of the assumed inputs (a claim's `assumptions.ranges` overrides): duty from a few minutes to a
+# working day of generation; residential electricity from cheap to expensive markets; battery cycle life from a
+# worn-fast to a long-life cell; battery replacement from a DIY part to a vendor repair.
+RANGES: dict[str, tuple[float, float]] = {"duty_hours_per_day": (0.05, 8.0), "electricity_usd_per_kwh": (0.05, 0.40),
+                                          "battery_cycles": (300, 1500), "battery_replacement_usd": (30, 150)}
+
+
+class PublishedScore(BaseModel):
+    """A cloud model's quality as its maker or a cited evaluation published it: never measured here."""
+    model_config = ConfigDict(extra="forbid")
+    benchmark: str = Field(description="e.g. arc_challenge")
+    value: float = Field(ge=0, le=1, description="accuracy as a fraction")
+    setting: str = Field(min_length=1, description="shots, prompt, metric (e.g. '25-shot, acc')")
+    citation: str = Field(min_length=1, description="where it is published (paper, table, page, date)")
+
+
 class PriceEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str
@@ -68,6 +103,10 @@ class PriceEntry(BaseModel):
     date: str = Field(description="when the price was valid (YYYY-MM-DD or YYYY-MM)")
     source: str = Field(min_length=1)
     note: str = ""
+    published: list[PublishedScore] = Field(default_factory=list, description="published quality, cited")
+
+    def published_on(self, benchmark: str) -> PublishedScore | None:
+        return next((p for p in self.published if p.benchmark == benchmark), None)
 
 
 class PriceTable(BaseModel):
@@ -119,10 +158,15 @@ def device_costs(a: Assumptions, s_per_tok: float, active_w: float | None, batte
                  price_usd: float | None, lifetime_years: float | None, usd_per_kwh: float) -> dict:
     j = active_w * s_per_tok if active_w else None
     hw_s = price_usd / (lifetime_years * 365 * a.duty_hours_per_day * 3600) if price_usd and lifetime_years else None
+    elec = j * 1e6 / 3.6e6 * usd_per_kwh if j is not None else None
+    wear = (j * 1e6 / 3600 * a.battery_replacement_usd / (a.battery_cycles * battery_wh)
+            if j is not None and battery_wh else None)  # Wh per 1M tokens × $ per Wh of cycle life
+    hw = hw_s * s_per_tok * 1e6 if hw_s else None
     return {"j_per_token": j,
             "battery_pct_per_1k": 1000 * j / (battery_wh * 3600) * 100 if j and battery_wh else None,
-            "electricity_usd_per_m": j * 1e6 / 3.6e6 * usd_per_kwh if j is not None else None,
-            "hardware_usd_per_m": hw_s * s_per_tok * 1e6 if hw_s else None}
+            "electricity_usd_per_m": elec, "battery_wear_usd_per_m": wear, "hardware_usd_per_m": hw,
+            "marginal_usd_per_m": (elec or 0.0) + (wear or 0.0) if elec is not None else None,
+            "dedicated_usd_per_m": (elec or 0.0) + hw if hw is not None and elec is not None else None}
 
 
 def cloud_usd_per_m(a: Assumptions, e: PriceEntry) -> float:
@@ -176,6 +220,15 @@ def _quality(g: pd.DataFrame) -> tuple[float | None, str]:
         se = f" ± {r['spread']:.3f} (stderr)" if r.get("spread") is not None and not pd.isna(r["spread"]) else ""
         parts.append(f"{r['task']} {r['metric']} {r['value']:.3f}{se}, n={int(r['n'] or 0)}")
     return float(acc["value"].mean()), "lm-eval: " + "; ".join(parts) + (" (mean used)" if len(parts) > 1 else "")
+
+
+def _on_benchmark(g: pd.DataFrame, bench: str) -> float | None:
+    """The variant's measured accuracy on the benchmark both sides share (acc_norm, else acc), None if not run."""
+    rows = g[g["metric"].isin(["acc", "acc_norm"]) & (g["status"] == "ok") & g["value"].notna()]
+    rows = rows[[json.loads(x).get("task") == bench for x in rows["labels"]]]
+    if rows.empty:
+        return None
+    return float(rows.sort_values("metric", ascending=False).iloc[0]["value"])
 
 
 def _knobs(vname: str) -> frozenset:
@@ -242,9 +295,11 @@ def _host_rows(x: _Inputs, model: str, vname: str, dev: str, g: pd.DataFrame, no
     x.quality_of[(model, _knobs(vname))] = (q, qtext)
     if dec is None:
         return []
+    shared = _on_benchmark(g, a.quality_benchmark)
     threads = x.threads(g, "latency", json.loads(g.iloc[0]["variant"]), prof.cores)
     active_w = prof.active_w or (prof.per_core_active_w * threads if prof.per_core_active_w and threads else None)
-    base = {"model": model, "variant": vname, "quality": q, "quality_text": qtext, "api_usd_per_m": 0.0}
+    base = {"model": model, "variant": vname, "quality": q, "quality_text": qtext, "api_usd_per_m": 0.0,
+            "quality_shared": shared}
     out = [{**base, "device": dev, "kind": "device (measured host)", "source": "measured",
             "decode_tok_s": dec, "prefill_tok_s": pre, "ttft_ms": _val(g, "ttft_ms", "latency"),
             **device_costs(a, seconds_per_token(a, pre, dec), active_w, prof.battery_wh, prof.price_usd,
@@ -308,10 +363,19 @@ def _endpoint_rows(x: _Inputs, model: str, vname: str, dev: str, g: pd.DataFrame
     return [row]
 
 
+def _published(a: Assumptions, e: PriceEntry) -> dict:
+    p = e.published_on(a.quality_benchmark)
+    if p is None:
+        return {"quality_published": None, "quality_shared": None,
+                "quality_text": f"{a.quality_benchmark}: not provided"}
+    return {"quality_published": p.value, "quality_shared": p.value,
+            "quality_text": f"{p.benchmark} {p.value:.3f}, {p.setting} (published: {p.citation}; not measured here)"}
+
+
 def _price_rows(x: _Inputs) -> list[dict]:
-    """Price-table models: list prices only (not reachable from here)."""
+    """Price-table models: list prices only (not reachable from here), with published quality where cited."""
     return [{"model": e.model, "variant": t.provider, "device": "cloud", "kind": "cloud (price table)",
-             "source": "price table", "quality": None, "quality_text": "", "decode_tok_s": None,
+             "source": "price table", "quality": None, **_published(x.a, e), "decode_tok_s": None,
              "prefill_tok_s": None, "ttft_ms": None, "api_usd_per_m": cloud_usd_per_m(x.a, e),
              "j_per_token": None, "battery_pct_per_1k": None, "electricity_usd_per_m": None,
              "hardware_usd_per_m": None, "price_date": e.date, "price_source": e.source}
@@ -324,10 +388,17 @@ def _totals(a: Assumptions, rows: list[dict]) -> None:
         user = sum(x for x in (r.get("electricity_usd_per_m"), r.get("hardware_usd_per_m")) if x is not None)
         total = (r.get("api_usd_per_m") or 0.0) + user
         r["total_usd_per_m"] = total
+        if r["kind"].startswith("cloud"):  # the cloud side: its bill in every framing (no hardware of the user's)
+            r["marginal_usd_per_m"] = r["dedicated_usd_per_m"] = r.get("api_usd_per_m")
+        q = r.get("quality")
         per_answer = total * tokens_per_answer / 1e6
         r["usd_per_answer"] = per_answer
-        r["usd_per_correct"] = per_answer / r["quality"] if r.get("quality") else None
-        r["usd_per_correct_is_bound"] = not r.get("quality")  # ≥ per-answer cost: accuracy ≤ 1
+        r["usd_per_correct"] = per_answer / q if q else None
+        r["usd_per_correct_is_bound"] = not q  # ≥ per-answer cost: accuracy ≤ 1
+        for f in ("marginal", "dedicated"):
+            v = r.get(f"{f}_usd_per_m")
+            r[f"usd_per_answer_{f}"] = v * tokens_per_answer / 1e6 if v is not None else None
+            r[f"usd_per_correct_{f}"] = r[f"usd_per_answer_{f}"] / q if q and v is not None else None
 
 
 def _break_even(a: Assumptions, rows: list[dict], prices: dict, profiles: dict) -> list[dict]:

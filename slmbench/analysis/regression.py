@@ -107,7 +107,10 @@ def comparable(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def samples(r) -> list[float]:
-    """A row's raw samples, else its value alone."""
+    """A row's raw samples, else its value alone. Per-unit values (spread_kind `stderr_units`: per held-out sequence,
+    per eval item, kept for paired claims) are not repetitions: such a row is a single value here."""
+    if r.get("spread_kind") == "stderr_units":
+        return [float(r["value"])]
     s = r.get("samples")
     if isinstance(s, str) and s:
         xs = [float(x) for x in json.loads(s) if x is not None]
@@ -231,6 +234,110 @@ def confirm(cmp: Comparison, rerun_run: str, base_rows: pd.DataFrame, rerun_rows
         v.confirmed = bool(a and a.verdict == "regressed")
         if not v.confirmed:
             v.reason += "; not reproduced on rerun"
+
+
+# --- confirmation by an interleaved A/B rerun ----------------------------------------------------------------------
+# Run-to-run drift on a shared machine (whole runs 5-20% slower) swamps a 5% regression when two runs made at
+# different times are compared. Re-running the base code (A) and the new code (B) alternately on the same machine,
+# A B B A A B ..., puts each pair within seconds of each other: drift hits both members alike and cancels in the
+# pair's ratio. The test is on those ratios: Wilcoxon's signed-rank test on the log-ratios (exact for the few pairs
+# a confirmation runs; a rank test, so one disturbed pair moves it by one rank, not by its size) and the
+# Hodges-Lehmann estimate of the typical ratio (median of the pairwise (Walsh) averages of the log-ratios).
+
+def paired_ratio(a: list[float], b: list[float], alternative: str = "two-sided") -> tuple[float, float, int]:
+    """(B/A typical ratio - 1 by Hodges-Lehmann, exact signed-rank p, pairs where B > A) for paired values a[i], b[i]
+    measured back to back. alternative: two-sided, less (B below A) or greater."""
+    from scipy import stats as st
+    if len(a) != len(b):
+        raise ValueError(f"paired samples need equal lengths ({len(a)} vs {len(b)})")
+    d = [math.log(y / x) for x, y in zip(a, b) if x > 0 and y > 0]
+    if not d:
+        return math.nan, math.nan, 0
+    walsh = [(d[i] + d[j]) / 2 for i in range(len(d)) for j in range(i, len(d))]
+    hl = math.expm1(statistics.median(walsh))
+    nz = [x for x in d if x != 0]
+    if len(nz) < 2:
+        p = 1.0
+    else:
+        p = float(st.wilcoxon(nz, alternative=alternative, method="auto").pvalue)  # exact: n ≤ 50, no ties
+    return hl, p, sum(x > 0 for x in d)
+
+
+def min_signed_rank_p(n: int, one_sided: bool = False) -> float:
+    """The smallest p the exact signed-rank test reaches with n pairs (all one sign): 2 / 2^n two-sided, 1 / 2^n
+    one-sided. Below alpha or the confirmation can never fire (two-sided: 5 pairs 0.0625, 6 pairs 0.031)."""
+    return (1 if one_sided else 2) / 2 ** n if n else 1.0
+
+
+def decide_paired(a: list[float], b: list[float], higher_is_better: bool | None, rule: Rule,
+                  one_sided: bool = False) -> tuple[str, float, float, str]:
+    """(verdict, B/A - 1, p, reason) for interleaved pairs of one metric (A: base code, B: new code). Regressed or
+    improved: p < alpha and the typical ratio moved by at least rule.min_change; below it unchanged; else
+    inconclusive. one_sided: the test asks only whether B is worse (a confirmation of a suspected regression, a
+    direction stated before the rerun); a better B is then never `improved`, only not confirmed."""
+    alternative = "two-sided"
+    if one_sided and higher_is_better is not None:
+        alternative = "less" if higher_is_better else "greater"
+    rel, p, up = paired_ratio(a, b, alternative)
+    n = len(a)
+    if math.isnan(rel):
+        return "inconclusive", rel, p, "no positive values to pair"
+    where = f"{n} interleaved pairs, B > A in {up}"
+    if abs(rel) < rule.min_change:
+        return "unchanged", rel, p, f"{where}; below the {rule.min_change * 100:g}% minimum paired change"
+    if higher_is_better is None:
+        return "inconclusive", rel, p, f"{where}; changed, but no direction is known for this metric"
+    if min_signed_rank_p(n, alternative != "two-sided") >= rule.alpha:
+        return "inconclusive", rel, p, f"{where}: too few pairs to reach p < {rule.alpha}"
+    if not p < rule.alpha:
+        return "inconclusive", rel, p, f"{where}; not significant (p = {p:.2g} ≥ {rule.alpha})"
+    worse = (rel < 0) if higher_is_better else (rel > 0)
+    test = "one-sided" if alternative != "two-sided" else "two-sided"
+    return ("regressed" if worse else "improved"), rel, p, (f"{where}; {test} p = {p:.2g} < {rule.alpha}, paired "
+                                                           f"change ≥ {rule.min_change * 100:g}%")
+
+
+def confirm_paired(cmp: Comparison, pairs: dict[tuple, tuple[list[float], list[float]]], rules: dict[str, Rule],
+                   label: str = "A/B") -> None:
+    """Each regression is confirmed only when the interleaved A/B rerun of its job regresses too. `pairs`: verdict
+    key → (A values, B values), one per round, from executors.interleave. A suspect without pairs is not
+    confirmed (its job could not be rerun)."""
+    from ..regression_rules import paired_rule
+    cmp.rerun_run = cmp.rerun_run or label
+    for v in cmp.verdicts:
+        if v.verdict != "regressed":
+            continue
+        ab = pairs.get(v.key)
+        if ab is None:
+            v.rerun, v.confirmed = None, False
+            v.reason += "; not rerun A/B (no pairs)"
+            continue
+        verdict, rel, p, why = decide_paired(ab[0], ab[1], v.higher_is_better, paired_rule(v.metric, v.unit, rules),
+                                             one_sided=True)
+        v.rerun = {"value": statistics.median(ab[1]), "rel": rel, "p": p, "verdict": verdict,
+                   "reason": f"A/B: {why}"}
+        v.confirmed = verdict == "regressed"
+        if not v.confirmed:
+            v.reason += f"; not reproduced A/B ({why})"
+
+
+def ab_pairs(cmp: Comparison, per_job: dict) -> dict:
+    """executors.interleave.rerun_ab's {job id: {(metric, labels json): (A, B)}} → {verdict key: (A, B)}."""
+    out = {}
+    for v in cmp.verdicts:
+        for (name, labels), ab in (per_job.get(v.job_id) or {}).items():
+            if name == v.metric and _labels(labels) == _labels(v.key[6]):
+                out[v.key] = ab
+    return out
+
+
+def _labels(s) -> dict:
+    if isinstance(s, dict):
+        return s
+    try:
+        return json.loads(s) if s else {}
+    except (TypeError, ValueError):
+        return {}
 
 
 def exit_code(cmp: Comparison) -> int:

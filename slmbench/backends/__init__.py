@@ -1,9 +1,11 @@
 """Backends (contracts.engine.Engine): the runtime that executes a model. One class per file, registered in the
 BACKENDS registry; a variant's `backend:` knob names one, and the backend owns the variant's other knobs.
 
-    torch     transformers + torch (torch_hf.py)
-    llamacpp  llama.cpp through llama-cpp-python, every GGUF level (llamacpp.py)
-    openai    any OpenAI-compatible HTTP endpoint (openai.py)
+    torch       transformers + torch (torch_hf.py)
+    executorch  ExecuTorch (XNNPACK) through executorch.runtime, fp32 and 8da4w (executorch.py)
+    llamacpp    llama.cpp through llama-cpp-python, every GGUF level (llamacpp.py)
+    onnx_genai  ONNX Runtime GenAI, its model builder's fp32/int8/int4 CPU models (onnx_genai.py)
+    openai      any OpenAI-compatible HTTP endpoint (openai.py)
 """
 from __future__ import annotations
 

@@ -162,13 +162,18 @@ class TorchEngine(Engine):
         torch.save(self.model.state_dict(), sink)
         return sink.n
 
-    def kv_bytes_per_token_formula(self) -> int:
+    def kv_bytes_per_token_formula(self, tokens: int | None = None) -> int:
+        """2·layers·kv_heads·head_dim·bytes; for a sequence of `tokens`, a sliding-window layer holds at most the
+        window (transformers' cache keeps window − 1 tokens), averaged over the tokens. None: no window reached."""
         c = self.config
+        c = c.get_text_config() if hasattr(c, "get_text_config") else c
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
         import torch
         elem = getattr(torch, _DTYPES[self.variant.dtype]).itemsize  # the KV cache is in the activation dtype
-        return 2 * c.num_hidden_layers * kv_heads * head_dim * elem
+        local, window = sliding_layers(c)
+        return windowed_kv_per_token(2 * kv_heads * head_dim * elem, c.num_hidden_layers, local,
+                                     window - 1 if window else 0, tokens)
 
     @staticmethod
     def kv_bytes_measured(cache) -> tuple[int, int]:
@@ -212,6 +217,27 @@ class TorchEngine(Engine):
     @classmethod
     def load(cls, files, variant, adapter, progress=print) -> "TorchEngine":
         return _load(files, variant, adapter, progress)
+
+
+def sliding_layers(c) -> tuple[int, int]:
+    """(layers with sliding-window attention, the window) from a transformers config: `layer_types` where the
+    config lists them (Gemma 2/3: 5 local layers to 1 global), else every layer when `sliding_window` is on
+    (Mistral), else none. Qwen2 configs carry a window they do not use (use_sliding_window false)."""
+    w = getattr(c, "sliding_window", None)
+    if not w or getattr(c, "use_sliding_window", True) is False:
+        return 0, 0
+    types = getattr(c, "layer_types", None)
+    if types:
+        return sum(t == "sliding_attention" for t in types), int(w)
+    return c.num_hidden_layers, int(w)
+
+
+def windowed_kv_per_token(per_layer: int, layers: int, local: int, keep: int, tokens: int | None) -> int:
+    """KV bytes per token over a sequence of `tokens`: global layers hold every token, the `local` ones at most
+    `keep`. Without tokens (or windows), every layer holds every token: the short-sequence value."""
+    if not tokens or not local or not keep:
+        return per_layer * layers
+    return round(per_layer * ((layers - local) * tokens + local * min(tokens, keep)) / tokens)
 
 
 def tensor_bytes(t) -> int:

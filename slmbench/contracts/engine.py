@@ -17,7 +17,8 @@ Request/return shapes (token ids are lists of ints from the engine's own tokeniz
     prefill(ids, past=None) -> past               one pass over ids on top of past (None: empty); an opaque past
   KV_CACHE
     kv_bytes_measured(past) -> (bytes, tokens)    what the KV cache holds for that past
-    kv_bytes_per_token_formula() -> int           2·layers·kv_heads·head_dim·bytes
+    kv_bytes_per_token_formula(tokens=None) -> int  2·layers·kv_heads·head_dim·bytes; with tokens, a sliding-window
+                                                  layer counts at most its window (averaged over the tokens)
   WEIGHTS
     param_count(), weight_bytes(), weight_bytes_per_token(), file_bytes() -> int
   LOGLIKELIHOOD
@@ -152,7 +153,7 @@ class Engine(ABC):
     def kv_bytes_measured(self, past):
         self._lacks(KV_CACHE)
 
-    def kv_bytes_per_token_formula(self) -> int:
+    def kv_bytes_per_token_formula(self, tokens: int | None = None) -> int:
         self._lacks(KV_CACHE)
 
     def param_count(self) -> int:

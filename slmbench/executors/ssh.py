@@ -23,6 +23,13 @@ What a fault records (the suite goes on either way; every job gets a record):
 `lost` is deliberately NOT a final status (contracts.result.RETRY): the store records it with its reason, and
 `slmbench run --resume` runs the job again — the job did not fail, it was never finished. `error` is final.
 
+Left-behind job directories: a connection lost mid-job leaves its directory on the device (the driver never got
+to remove it). Each launcher holds an flock on its own JOBDIR/.lock for its whole life (the kernel drops it when the
+launcher ends, however it ends) and, before its job, sweeps its siblings: a directory is removed only when no
+launcher holds its lock AND nothing in it changed for SWEEP_GRACE_S (a directory whose driver is still uploading, or
+whose launcher is starting, is fresh). So the next job on the device — the resumed one, after a reconnect — removes
+what finished or lost jobs left; a job still running (its lock held) is never touched.
+
 Model artifacts: the device resolves the model itself into its own cache (remote_cache_dir, else WORKDIR/cache;
 random-init and cached sources need nothing). A model given by a local `path:` (a file or a directory) is copied
 once into WORKDIR/artifacts/<sha256 of its content>/ and the job's path is pointed there; a later job, or run,
@@ -49,6 +56,8 @@ DRIVER_GRACE_S = 60.0  # past settings.timeout_s: the device's own timeout fires
 POLL_S = 0.05
 LOG_TAIL_BYTES = 1 << 20
 LOST = "lost"  # not final: --resume reruns it
+SWEEP_GRACE_S = 600.0  # untouched this long and unlocked: left behind (env SLMBENCH_SSH_SWEEP_GRACE_S on the driver)
+LOCK = ".lock"
 
 
 class _Fault(Exception):
@@ -84,6 +93,9 @@ def run_job_ssh(job, profile, log_dir: Path, progress: Callable[[str], None] | N
         t2 = time.perf_counter()
         res, remote = _execute(client, s, rdir, job, where, progress)
         times["remote"] = time.perf_counter() - t2
+        swept = remote.pop("swept", None)
+        if swept:
+            info["ssh"]["swept"] = swept
         times.update({f"device_{k}": v for k, v in remote.items()})
         t3 = time.perf_counter()
         _fetch_log(sftp, rdir, log_path)
@@ -187,7 +199,8 @@ def _upload(sftp, s, job, profile, where: str) -> tuple[str, dict]:
         launch = {"env": {"SLMBENCH_DEVICES_DIR": posixpath.join(rdir, "devices"),
                           "SLMBENCH_CACHE_DIR": s.remote_cache_dir or posixpath.join(work, "cache"),
                           **({"SLMBENCH_DATA_DIR": s.remote_data_dir} if s.remote_data_dir else {})},
-                  "min_free_mb": s.min_free_mb, "heartbeat_s": HEARTBEAT_S}
+                  "min_free_mb": s.min_free_mb, "heartbeat_s": HEARTBEAT_S,
+                  "sweep_grace_s": float(os.environ.get("SLMBENCH_SSH_SWEEP_GRACE_S", SWEEP_GRACE_S))}
         _put(sftp, posixpath.join(rdir, "job.json"), json.dumps(job_json, default=str))
         _put(sftp, posixpath.join(rdir, "launch.json"), json.dumps(launch))
         _put(sftp, posixpath.join(rdir, "devices", f"{profile.name}.yaml"),
@@ -347,18 +360,18 @@ def _cleanup(sftp, rdir: str) -> None:
 
 
 def _remove(sftp, rdir: str) -> None:
-    for name in ("job.json", "launch.json", "job.log", "result.json", "job.log.tmp"):
-        try:
-            sftp.remove(posixpath.join(rdir, name))
-        except OSError:
-            pass
-    try:
-        for name in sftp.listdir(posixpath.join(rdir, "devices")):
-            sftp.remove(posixpath.join(rdir, "devices", name))
-        sftp.rmdir(posixpath.join(rdir, "devices"))
-        sftp.rmdir(rdir)
-    except OSError:
-        pass
+    """The job's directory and everything the job wrote in it (its lock file included)."""
+    import stat
+    for a in sftp.listdir_attr(rdir):
+        path = posixpath.join(rdir, a.filename)
+        if stat.S_ISDIR(a.st_mode or 0):
+            _remove(sftp, path)
+        else:
+            try:
+                sftp.remove(path)
+            except OSError:
+                pass
+    sftp.rmdir(rdir)
 
 
 # --- the device side: python -m slmbench.executors.ssh JOBDIR ------------------------------------------------------
@@ -394,6 +407,12 @@ def serve(rdir: Path) -> int:
     t0 = time.perf_counter()
     times: dict = {}
     try:
+        _hold_lock(rdir)  # held until this process ends: a sweeper never takes a running job's directory
+        swept = sweep(rdir.parent, rdir, launch.get("sweep_grace_s", SWEEP_GRACE_S))
+        if swept:
+            say("P", f"removed {len(swept)} job director{'y' if len(swept) == 1 else 'ies'} left behind by finished "
+                "or lost jobs on the device")
+            times["swept"] = swept
         threading.Thread(target=watch_stdin, daemon=True).start()
         threading.Thread(target=heartbeat, daemon=True).start()
         need = launch.get("min_free_mb", 0) * 1e6
@@ -431,6 +450,48 @@ def serve(rdir: Path) -> int:
     done.set()
     say("R", json.dumps({"result": res, "times": {**times, "job": time.perf_counter() - t0}}, default=str))
     return 0
+
+
+_HELD: list[int] = []
+
+
+def _hold_lock(rdir: Path) -> None:
+    import fcntl
+    fd = os.open(rdir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    _HELD.append(fd)  # never closed: the kernel releases it when this process ends, however it ends
+
+
+def sweep(jobs_dir: Path, own: Path | None, grace_s: float) -> list[str]:
+    """Remove the job directories in `jobs_dir` that no launcher holds (its .lock free, or none) and in which
+    nothing changed for `grace_s`; their names. Never `own`, never one whose lock is held (a job still running)."""
+    import fcntl
+    import shutil
+    removed = []
+    try:
+        dirs = [d for d in jobs_dir.iterdir() if d.is_dir() and d != own]
+    except OSError:
+        return removed
+    for d in dirs:
+        try:  # the newest change anywhere in it: a driver uploading, a launcher starting, a job writing its log
+            newest = max([d.stat().st_mtime] + [f.stat().st_mtime for f in d.rglob("*")])
+        except OSError:  # vanished meanwhile (another launcher swept it)
+            continue
+        if time.time() - newest < grace_s:
+            continue
+        fd = None
+        try:
+            if (d / LOCK).exists():
+                fd = os.open(d / LOCK, os.O_RDWR)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: its launcher still runs
+            shutil.rmtree(d)
+            removed.append(d.name)
+        except OSError:  # held (running), or removed by another sweeper meanwhile: leave it
+            pass
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed
 
 
 class _SpecJob:

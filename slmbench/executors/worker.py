@@ -31,9 +31,10 @@ def run_job(job) -> JobResult:
     from ..log import job_progress
 
     random.seed(job.seed)
+    # Provenance: the code this job runs (a resumed run, or a device's own checkout, can differ from the run's).
+    info: dict = {"code": _code()}
     profile = load_profile(job.device)
     adapter = make_adapter(profile, job.variant.threads or job.device_threads)
-    info: dict = {}
     try:
         if job.unsupported:  # decided at planning; a job spec written by hand gets the same answer here
             raise Unsupported(job.unsupported)
@@ -76,6 +77,11 @@ def run_job(job) -> JobResult:
         return JobResult("oom", f"MemoryError: {e}", [], info)
 
 
+def _code() -> dict:
+    from ..manifest import git_commit
+    return git_commit()
+
+
 def _inject_alloc(mb: float):
     """Test-only knob: hold `mb` of touched memory for the scenario's duration (a known memory regression)."""
     if not mb:
@@ -110,7 +116,7 @@ def main(argv: list[str]) -> int:
     except Exception as e:  # recorded, not raised: the suite goes on
         traceback.print_exc()
         res = JobResult("crashed", f"{type(e).__name__}: {e}".splitlines()[0][:500], [],
-                        {"traceback": traceback.format_exc()[-4000:]})
+                        {"traceback": traceback.format_exc()[-4000:], "code": _code()})
     tmp = result_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(res.to_dict(), default=str))
     os.replace(tmp, result_file)

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 
 @torch.no_grad()
 def evaluate(model, heldout: np.ndarray, token_bytes: np.ndarray, teacher_top1: np.ndarray | None,
-             batch: int = 8) -> dict:
+             batch: int = 8, per_seq: bool = False) -> dict:
+    """Held-out bits/byte (+ stderr over sequences) and top-1 agreement. per_seq=True adds seq_bits / seq_bytes /
+    seq_agreement (one value per held-out sequence, in order) for paired comparisons between models."""
     was = model.training
     model.eval()
     nll, nbytes, agree = [], [], []  # per held-out sequence: the stderr comes from their spread
@@ -32,6 +34,8 @@ def evaluate(model, heldout: np.ndarray, token_bytes: np.ndarray, teacher_top1: 
            # ratio-estimator stderr over sequences (bits_i - bpb*bytes_i) / mean bytes / sqrt(k)
            "heldout_bpb_stderr": float(np.std(bits - bpb * nb, ddof=1) / nb.mean() / math.sqrt(len(nb)))
            if len(nb) > 1 else None}
+    if per_seq:
+        out.update(seq_bits=bits.tolist(), seq_bytes=nb.astype(int).tolist(), seq_agreement=list(agree))
     if teacher_top1 is not None:
         a = np.array(agree)
         out["top1_agreement"] = float(a.mean())

@@ -21,7 +21,7 @@ from .students import kv_bytes_per_token, make_student, param_counts
 from .teacher import Teacher, load_logits, logits_for
 from .train import train
 
-STUDENT_VERSION = 1
+STUDENT_VERSION = 2  # 2: KD loss with the tail bucket (issue 16)
 
 
 @dataclass
@@ -76,15 +76,20 @@ def build_recipe(r: Recipe, base: Path, recipe_file: str = "") -> Built:
         nonlocal t0
         wall[name], t0 = round(time.perf_counter() - t0, 2), time.perf_counter()
 
+    if r.student.prune is not None:  # a shape the teacher cannot be cut to fails now, not after the data stages
+        from .prune import check
+        check(r.student, teacher.config, recipe_file or None)
     cdir, ltrain, lheld = prepare(r, base, teacher, sp)
     lap("data")
     tokens, held = np.load(cdir / "train.npy"), np.load(cdir / "heldout.npy")
     tb = np.load(cdir / "token_bytes.npy")
     hv, hi, hnll = load_logits(lheld)
-    model = make_student(r.student, teacher, r.corpus.seq_len, r.seed)
+    init: dict = {}
+    calib = tokens[: -(-r.student.prune.calib_tokens // tokens.shape[1])] if r.student.prune else None
+    model = make_student(r.student, teacher, r.corpus.seq_len, r.seed, calib, init)
     note(f"student {r.student.arch}: {param_counts(model)['total']:,} params; training on {r.train.tokens:,} tokens")
     ev = lambda m: evaluate(m, held, tb, np.asarray(hi[..., 0]))  # noqa: E731
-    st = train(model, tokens, load_logits(ltrain), r.train, r.seed, cache.partial_dir(final),
+    st = train(model, tokens, load_logits(ltrain, tail=True), r.train, r.seed, cache.partial_dir(final),
                teacher if r.train.teacher_in_loop else None, r.logits.top_k, ev)
     lap("train")
     result = ev(model)
@@ -97,7 +102,7 @@ def build_recipe(r: Recipe, base: Path, recipe_file: str = "") -> Built:
         "artifacts": {"corpus": str(cdir), "logits_train": str(ltrain), "logits_heldout": str(lheld)},
         "data": json.loads((cdir / "report.json").read_text()),
         "teacher": {**teacher.key(), "heldout_bpb": teacher_bpb(np.asarray(hnll), held, tb)},
-        "student": {"params": param_counts(model), "kv_bytes_per_token": kv_bytes_per_token(model),
+        "student": {"params": param_counts(model), "init": init or None, "kv_bytes_per_token": kv_bytes_per_token(model),
                     "config": model.config.to_dict()},
         "train": {"steps": st["step"], "tokens_seen": st["tokens"], "train_s": round(st["train_s"], 2),
                   "tok_s": st["tokens"] / max(st["train_s"], 1e-9), "tok_s_steady": B * L / float(np.median(steady)),

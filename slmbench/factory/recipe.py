@@ -72,6 +72,26 @@ class Logits(_Strict):
     shard_seqs: int = Field(64, ge=1, description="sequences per atomically written shard (the resume unit)")
 
 
+class Depth(_Strict):
+    keep_layers: int = Field(ge=1, description="decoder layers kept (the rest are dropped)")
+    score: Literal["block_influence", "last"] = Field(
+        "block_influence", description="block_influence: drop the layers whose output is most similar (cosine) to "
+        "their input on calibration tokens (ShortGPT); last: drop the layers just before the final one (no scoring)")
+
+
+class Width(_Strict):
+    mlp: int | None = Field(None, ge=1, description="MLP channels kept per layer, by activation importance")
+    heads: int | None = Field(None, ge=1, description="attention heads kept per layer, by activation importance "
+                              "(an equal number in each KV group)")
+
+
+class Prune(_Strict):
+    """The student is the teacher itself, pruned (Minitron / Sheared-LLaMA style); `prune: {}` keeps it whole."""
+    depth: Depth | None = None
+    width: Width | None = None
+    calib_tokens: int = Field(4096, ge=8, description="training-split tokens the importance scores are measured on")
+
+
 class Student(_Strict):
     arch: Literal["llama", "moe"] = "llama"
     hidden_size: int = Field(192, ge=8)
@@ -84,9 +104,19 @@ class Student(_Strict):
     router_aux_loss_coef: float = Field(0.01, ge=0, description="moe only: load-balancing loss weight")
     init: Literal["random", "teacher"] = Field("random", description="teacher: embeddings (projected) + layers")
     teacher_layers: list[int] = Field(default_factory=list, description="init=teacher: teacher layer per layer")
+    prune: Prune | None = Field(None, description="init=teacher: start from the teacher's own architecture and "
+                                "weights, pruned (factory/prune.py); kv_heads then mean-pools its KV heads")
 
     @model_validator(mode="after")
     def _shapes(self):
+        if self.prune is not None:  # the architecture comes from the teacher: shape fields would be ignored
+            if self.init != "teacher":
+                raise ValueError("prune needs init: teacher")
+            clash = sorted(self.model_fields_set & {"arch", "hidden_size", "layers", "heads", "intermediate_size",
+                                                    "experts", "experts_per_token", "teacher_layers"})
+            if clash:
+                raise ValueError(f"prune takes the architecture from the teacher; remove {', '.join(clash)}")
+            return self
         kv = self.kv_heads or self.heads
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
@@ -126,8 +156,9 @@ class Train(_Strict):
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    alpha: float = Field(0.5, ge=0, le=1, description="L = a·CE + (1-a)·t²·KL; 1 = plain CE")
-    temperature: float = Field(2.0, gt=0, le=100)
+    alpha: float = Field(0.5, ge=0, le=1, description="L = a·CE + (1-a)·t²·KL (teacher top-k + tail bucket, "
+                         "factory/kd.py); 1 = plain CE, 0 = pure KD")
+    temperature: float = Field(1.0, gt=0, le=100, description="t of the KL term; 1 = the exact forward KL")
     curriculum: Curriculum = Field(default_factory=Curriculum)
     teacher_in_loop: bool = Field(False, description="run the teacher every step instead of reading cached logits")
     checkpoint_every: int = Field(100, ge=1, description="steps between resumable checkpoints")

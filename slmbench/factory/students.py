@@ -1,5 +1,5 @@
 """Students as transformers configs: Llama with num_key_value_heads = heads (MHA), fewer (GQA) or 1 (MQA), or a
-sparse Mixtral MoE (experts, top-k routing, router load-balancing loss). They share the teacher's tokenizer and
+sparse Mixtral MoE (experts, top-k routing, router load-balancing loss); or the teacher itself, pruned (prune.py). They share the teacher's tokenizer and
 vocabulary, so they save as plain HF directories and serve as speculative-decoding drafts."""
 from __future__ import annotations
 
@@ -20,9 +20,19 @@ def student_config(s, tcfg, seq_len: int):
     return LlamaConfig(**common)
 
 
-def make_student(s, teacher, seq_len: int, seed: int):
+def make_student(s, teacher, seq_len: int, seed: int, calib=None, info: dict | None = None):
+    """A student for the recipe's Student `s`: from scratch (its config), or with `prune` the teacher itself cut
+    down (prune.py; `calib` (N, L) token ids score importance). `info`, when given, receives what prune kept."""
     import torch
     from transformers import AutoModelForCausalLM
+    if s.prune is not None:
+        from .prune import pruned_student
+        model, rep = pruned_student(teacher.model, s, calib)
+        note(f"student pruned from the teacher: layers {rep['kept_layers']}, mlp {rep['mlp']}, heads {rep['heads']}, "
+             f"kv_heads {rep['kv_heads']}")
+        if info is not None:
+            info.update(rep)
+        return model
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(student_config(s, teacher.config, seq_len))
     if s.init == "teacher":

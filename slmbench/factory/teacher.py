@@ -1,5 +1,6 @@
 """The teacher: any model source (the real SmolLM2 by default; a random-init model in tests), loaded once and
-lazily, so a fully cached build never loads it. Also computes and caches top-k logits per token array."""
+lazily, so a fully cached build never loads it. Also computes and caches, per token array, its top-k logits, the
+log-sum-exp of its other logits (the tail bucket of the KD loss, kd.py) and its next-token NLL."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,7 @@ import numpy as np
 from . import cache
 from .progress import bar, note
 
-LOGITS_VERSION = 1
+LOGITS_VERSION = 2  # 2: + tail (log-sum-exp outside the top-k)
 
 
 class Teacher:
@@ -60,15 +61,17 @@ class Teacher:
         return AutoConfig.from_pretrained(str(f.hf_dir))
 
     def topk(self, x, k: int):
-        """Teacher top-k logits (values, indices, sorted) and its NLL of the next token, for a (B, L) id batch."""
+        """For a (B, L) id batch: top-k logits (values, indices, sorted), the log-sum-exp of the logits outside the
+        top-k (the tail bucket; float32, -inf when k = vocabulary) and the NLL of the next token."""
         import torch
         with torch.no_grad():  # not inference_mode: teacher-in-the-loop training saves these ids for backward
             z = self.model(x).logits.float()
             v, i = z.topk(k, dim=-1)
             lse = z.logsumexp(-1)
+            tail = z.scatter(-1, i, float("-inf")).logsumexp(-1)
             nll = torch.zeros(x.shape, dtype=torch.float32)
             nll[:, :-1] = lse[:, :-1] - z[:, :-1].gather(-1, x[:, 1:, None])[..., 0]
-        return v, i, nll
+        return v, i, tail, nll
 
 
 def logits_for(tokens_file: Path, teacher: Teacher, k: int, batch: int, shard_seqs: int, label: str) -> Path:
@@ -91,17 +94,18 @@ def logits_for(tokens_file: Path, teacher: Teacher, k: int, batch: int, shard_se
             if f.exists():
                 adv(min(shard_seqs, len(toks) - s) * toks.shape[1])
                 continue
-            vs, ix, nl = [], [], []
+            vs, ix, tl, nl = [], [], [], []
             for b in range(s, min(s + shard_seqs, len(toks)), batch):
                 x = torch.from_numpy(toks[b:min(b + batch, s + shard_seqs, len(toks))].astype(np.int64))
-                v, i, nll = teacher.topk(x, k)
-                vs.append(v.half().numpy()), ix.append(i.int().numpy()), nl.append(nll.numpy())
+                v, i, tail, nll = teacher.topk(x, k)
+                vs.append(v.half().numpy()), ix.append(i.int().numpy())
+                tl.append(tail.numpy()), nl.append(nll.numpy())
                 adv(x.numel())
             cache.atomic_write(f, lambda p: _savez(p, values=np.concatenate(vs), indices=np.concatenate(ix),
-                                                   nll=np.concatenate(nl)))
+                                                   tail=np.concatenate(tl), nll=np.concatenate(nl)))
     with cache.building(final, spec) as tmp:
         parts = [np.load(part / f"shard-{s:07d}.npz") for s in shards]
-        for name in ("values", "indices", "nll"):
+        for name in ("values", "indices", "tail", "nll"):
             np.save(tmp / f"{name}.npy", np.concatenate([p[name] for p in parts]))
     return final
 
@@ -111,6 +115,8 @@ def _savez(path: Path, **arrays) -> None:
         np.savez(fh, **arrays)
 
 
-def load_logits(d: Path):
-    """(values fp16 (N,L,k), indices int32 (N,L,k), nll fp32 (N,L)), memory-mapped."""
-    return tuple(np.load(d / f"{n}.npy", mmap_mode="r") for n in ("values", "indices", "nll"))
+def load_logits(d: Path, tail: bool = False):
+    """(values fp16 (N,L,k), indices int32 (N,L,k), nll fp32 (N,L)), memory-mapped; with tail=True also the tail
+    log-sum-exp fp32 (N,L) as a fourth element."""
+    names = ("values", "indices", "nll") + (("tail",) if tail else ())
+    return tuple(np.load(d / f"{n}.npy", mmap_mode="r") for n in names)

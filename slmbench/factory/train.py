@@ -114,9 +114,10 @@ def train(model, tokens: np.ndarray, logits, t, seed: int, part: Path, teacher=N
 
 
 def kd_step(model, tokens: np.ndarray, logits, t, seed: int, steps: int, teacher=None, top_k: int = 0) -> Callable:
-    """loss_at(step) for the factory: the step's rows of `tokens`, the teacher's top-k for them (cached, or computed
-    now when `teacher` is given), the per-sequence KD loss weighted by the curriculum, plus MoE router aux loss."""
-    vals, idxs, nll = logits
+    """loss_at(step) for the factory: the step's rows of `tokens`, the teacher's top-k and tail for them (cached:
+    logits = load_logits(d, tail=True); or computed now when `teacher` is given), the per-sequence KD loss weighted
+    by the curriculum, plus MoE router aux loss."""
+    vals, idxs, nll, tails = logits
     N, B = len(tokens), t.batch_size
     cur = Curriculum(t.curriculum, nll[:, :-1].mean(1))  # difficulty = the teacher's mean loss on the sample
     moe = getattr(model.config, "num_local_experts", 0) > 0
@@ -131,14 +132,15 @@ def kd_step(model, tokens: np.ndarray, logits, t, seed: int, steps: int, teacher
         idx = batch_idx(step)
         x = torch.from_numpy(tokens[idx].astype(np.int64))
         if t.alpha >= 1:
-            v = i = None
+            v = i = tail = None
         elif teacher is not None:  # teacher in the loop: the cost the cache removes
-            v, i, _ = teacher.topk(x, top_k)
-            v, i = v[:, :-1], i[:, :-1]
+            v, i, tail, _ = teacher.topk(x, top_k)
+            v, i, tail = v[:, :-1], i[:, :-1], tail[:, :-1]
         else:
             v, i = torch.from_numpy(vals[idx][:, :-1]), torch.from_numpy(idxs[idx][:, :-1])
+            tail = torch.from_numpy(tails[idx][:, :-1])
         out = model(x[:, :-1], **({"output_router_logits": True} if moe else {}))
-        per_seq, ce, kl = kd_loss(out.logits.float(), x[:, 1:], v, i, t.alpha, t.temperature)
+        per_seq, ce, kl = kd_loss(out.logits.float(), x[:, 1:], v, i, t.alpha, t.temperature, tail)
         loss = (cur.weights(idx, step / steps) * per_seq).mean()
         if moe and out.aux_loss is not None:
             loss = loss + model.config.router_aux_loss_coef * out.aux_loss

@@ -33,10 +33,15 @@ class Comparison(_Strict):
     threshold: float | None = Field(None, description="compare a with this fixed value instead of b")
     better: Literal["higher", "lower"]
     test: Literal["better", "not_worse"] = "better"
-    margin: float = Field(0.0, ge=0, description="not_worse: how much worse a may be (metric units, or relative)")
+    margin: float | None = Field(None, ge=0, description="not_worse: how much worse a may be (metric units, or "
+                                 "relative); required there, fixed in the suite before the run (0: not worse at all)")
     relative: bool = False
     primary: bool = True
     label: str = ""
+    paired: bool = Field(True, description="pair the arms over shared units (held-out sequences, eval items) "
+                         "where every row carries per-unit values")
+    min_rows: int = Field(1, ge=1, description="rows (seeds) each arm needs for a decisive verdict; fewer: "
+                          "inconclusive (set ≥ 3 where the seed matters)")
 
 
 class Plot(_Strict):
@@ -55,6 +60,11 @@ class Claim(_Strict):
     comparisons: list[Comparison] = Field(min_length=1)
     plot: Plot | None = None
     settings: str = Field("", description="the fixed settings in words (budgets, sizes)")
+    regime: str = Field("", description="where the verdict holds (model sizes, device, draft), stated with it")
+    assumptions: dict[str, Any] = Field(default_factory=dict, description="cost assumptions for this claim's cost "
+                                        "rows (slmbench.analysis.cost.Assumptions fields), over devices/cloud/"
+                                        "_assumptions.yaml; `ranges: {field: [lo, hi]}` are the plausible ends the "
+                                        "verdict is also decided at")
 
 
 def parse(claims: list[dict], file: str = "", field: str = "claims") -> list[Claim]:
@@ -70,6 +80,9 @@ def parse(claims: list[dict], file: str = "", field: str = "claims") -> list[Cla
             if (cmp.b is None) == (cmp.threshold is None):
                 raise UserError("give exactly one of b and threshold", file=file,
                                 field=f"{field}[{i}].comparisons[{j}]")
+            if cmp.test == "not_worse" and cmp.margin is None:
+                raise UserError("a not_worse test needs its margin, fixed before the run (0: not worse at all)",
+                                file=file, field=f"{field}[{i}].comparisons[{j}].margin")
         out.append(cl)
     ids = [c.id for c in out]
     if len(set(ids)) != len(ids):

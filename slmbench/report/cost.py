@@ -16,9 +16,13 @@ TITLE = "Cloud vs device: cost per token"
 COLUMNS = [  # (key, title); "vendor pays" and "user pays" are separate on purpose: who pays is the question
     ("model", "model"), ("variant", "variant"), ("device", "device"), ("source", "source"),
     ("decode_tok_s", "decode tok/s"), ("prefill_tok_s", "prefill tok/s"), ("ttft_ms", "TTFT ms"),
-    ("quality", "quality (acc_norm, else acc)"), ("api_usd_per_m", "vendor pays: API $/1M tok"),
+    ("quality", "quality (acc_norm, else acc)"), ("quality_shared", "quality on the shared benchmark"),
+    ("api_usd_per_m", "vendor pays: API $/1M tok"),
     ("electricity_usd_per_m", "user pays: electricity $/1M tok"),
+    ("battery_wear_usd_per_m", "user pays: battery wear $/1M tok"),
     ("hardware_usd_per_m", "user pays: hardware $/1M tok"),
+    ("marginal_usd_per_m", "marginal (owned device) $/1M tok"),
+    ("dedicated_usd_per_m", "dedicated (device bought for this) $/1M tok"),
     ("j_per_token", "J/token"), ("battery_pct_per_1k", "battery %/1k tok"),
     ("usd_per_correct", "$ per 1k correct answers"),
 ]
@@ -27,11 +31,15 @@ COLUMNS = [  # (key, title); "vendor pays" and "user pays" are separate on purpo
 def _cell(r: dict, key: str) -> str:
     v = r.get(key)
     proj = " (proj.)" if r.get("source") == "projected" and key not in ("model", "variant", "device", "source",
-                                                                         "api_usd_per_m", "quality") else ""
+                                                                         "api_usd_per_m", "quality", "quality_shared") else ""
     if key in ("model", "variant", "device", "source"):
         return str(v)
     if key == "quality":
         return "n/a" if v is None else f"{v:.3f}"
+    if key == "quality_shared":  # a cloud model's figure is its published one, never measured here
+        if v is None:
+            return "not provided" if r["kind"] == "cloud (price table)" else "n/a"
+        return f"{v:.3f}" + (" (published)" if r["kind"] == "cloud (price table)" else "")
     if key == "usd_per_correct":  # per 1,000 answers: readable money
         if r.get("usd_per_correct_is_bound"):
             pa = r.get("usd_per_answer")
@@ -78,6 +86,11 @@ def break_even_rows(ct) -> tuple[list[str], list[list[str]]]:
     return ["device", "variant (fastest)"] + clouds, out
 
 
+def cost_ranges(a) -> list[str]:
+    from ..analysis.cost import RANGES
+    return [k for k in {**RANGES, **a.ranges} if a.range_of(k)]
+
+
 def assumptions_lines(ct) -> list[str]:
     a = ct.assumptions
     lines = [
@@ -90,6 +103,11 @@ def assumptions_lines(ct) -> list[str]:
         f"Electricity: ${a.electricity_usd_per_kwh:g}/kWh unless a profile sets its own; hardware is amortised over "
         f"its lifetime at {a.duty_hours_per_day:g} h/day of generation (a device bought anyway costs the user only "
         "the electricity and battery columns).",
+        f"Framings: marginal = electricity + battery wear (the device is already owned; wear = Wh drawn × "
+        f"${a.battery_replacement_usd:g} ÷ ({a.battery_cycles:g} cycles × battery Wh)); dedicated = electricity + "
+        f"the device's price amortised at the duty above; the vendor's API bill is zero on a device by definition. "
+        f"The cloud side is its list price in every framing. Assumed inputs and their plausible ranges: "
+        + "; ".join(f"{k} {a.range_of(k)[0]:g}-{a.range_of(k)[1]:g}" for k in cost_ranges(a)) + ".",
         "Projected rows: decode = (host decode tok/s × bytes/token ÷ host bandwidth) × profile bandwidth ÷ "
         "bytes/token; prefill = host prefill × profile peak FP32 ÷ host peak FP32; energy = profile active W × "
         "seconds/token. Projections, not measurements.",
@@ -114,7 +132,10 @@ def quality_lines(ct) -> list[str]:
 
 
 def price_lines(ct) -> list[str]:
+    """Each priced cloud model: its blended price and source, and its published quality on the shared benchmark
+    (setting and citation; source `published`, never measured here) or "not provided"."""
     return [f"{r['variant']}/{r['model']}: {fmt.money(r['api_usd_per_m'])}/1M blended tok — {r.get('price_source')}"
+            f"; quality {r.get('quality_text') or 'not provided'}"
             for r in ct.rows if r["kind"] == "cloud (price table)"]
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import html
 
+# Nothing may make the page scroll sideways (checked in a real browser at 1280 px, tests/test_browser.py): a wide
+# table scrolls inside its own box, long JSON lines and paths wrap, images and SVG plots shrink to fit.
 BASE_STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1500px}table{border-collapse:collapse}"
-              "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px;vertical-align:top}th{background:#f3f3f3}")
+              "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px;vertical-align:top}th{background:#f3f3f3}"
+              ".scroll{overflow-x:auto;max-width:100%}pre{white-space:pre-wrap;overflow-wrap:anywhere}"
+              "code,h1,h2,h3,p,li{overflow-wrap:anywhere}img,svg{max-width:100%;height:auto}")
 
 
 def esc(s) -> str:

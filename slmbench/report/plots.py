@@ -1,10 +1,15 @@
-"""Plots for HTML reports: matplotlib (Agg) figures embedded as base64 PNG, so a report is one self-contained file."""
+"""Plots for HTML reports, so a report is one self-contained file: matplotlib (Agg) figures embedded as base64 PNG,
+and interactive scatter plots as inline SVG: each point carries a <title> (the browser shows it on hover: which
+variant, its numbers), so a plot whose labels overlap still tells which point is which — no script, no
+dependency."""
 from __future__ import annotations
 
 import base64
 import html
 import io
 import json
+import math
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -58,3 +63,88 @@ def depth_sweep(df: pd.DataFrame, metric: str = "decode_tok_s") -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig_to_html(fig, f"{metric} vs context depth (median ± 95% CI)")
+
+
+# --- inline SVG scatter plots -------------------------------------------------------------------------------------
+
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+@dataclass
+class Point:
+    x: float
+    y: float
+    label: str  # drawn next to the point (short)
+    tip: str  # the hover text (full)
+    group: str = ""  # same group, same colour (a model family)
+    front: bool = False  # on the Pareto frontier: joined by the dashed line
+
+
+def _ticks(lo: float, hi: float, n: int = 4) -> list[float]:
+    """About n round tick values covering [lo, hi]."""
+    if hi <= lo:
+        return [lo]
+    step = 10 ** math.floor(math.log10((hi - lo) / n))
+    for m in (1, 2, 5, 10):
+        if (hi - lo) / (step * m) <= n:
+            step *= m
+            break
+    t = math.ceil(lo / step) * step
+    out = []
+    while t <= hi + step * 1e-9:
+        out.append(round(t, 12))
+        t += step
+    return out
+
+
+def _num(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def svg_scatter(points: list[Point], xlabel: str, ylabel: str, title: str, w: int = 300, h: int = 230) -> str:
+    """One scatter plot as an <svg> element ("" without points). The frontier points are joined in x order."""
+    pts = [p for p in points if p.x is not None and p.y is not None and not (math.isnan(p.x) or math.isnan(p.y))]
+    if not pts:
+        return ""
+    xs, ys = [p.x for p in pts], [p.y for p in pts]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    padx, pady = (x1 - x0) * 0.15 or abs(x0) * 0.1 or 1, (y1 - y0) * 0.15 or abs(y0) * 0.1 or 1
+    x0, x1, y0, y1 = x0 - padx, x1 + padx, y0 - pady, y1 + pady
+    L, R, T, B = 46, 10, 22, 40  # margins: axis labels and ticks
+    sx = lambda v: L + (v - x0) / (x1 - x0) * (w - L - R)
+    sy = lambda v: h - B - (v - y0) / (y1 - y0) * (h - T - B)
+    esc = html.escape
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+           f'role="img" aria-label="{esc(title)}"><title>{esc(title)}</title>',
+           f'<rect x="{L}" y="{T}" width="{w - L - R}" height="{h - T - B}" fill="none" stroke="#999"/>',
+           f'<text x="{w / 2}" y="14" font-size="11" text-anchor="middle">{esc(title)}</text>']
+    for t in _ticks(y0, y1):
+        out.append(f'<line x1="{L}" x2="{w - R}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#eee"/>'
+                   f'<text x="{L - 3}" y="{sy(t) + 3:.1f}" font-size="9" text-anchor="end">{_num(t)}</text>')
+    for t in _ticks(x0, x1):
+        X = sx(t)
+        if L <= X <= w - R:
+            out.append(f'<line x1="{X:.1f}" x2="{X:.1f}" y1="{T}" y2="{h - B}" stroke="#eee"/>'
+                       f'<text x="{X:.1f}" y="{h - B + 11}" font-size="9" text-anchor="middle">{_num(t)}</text>')
+    out.append(f'<text x="{(L + w - R) / 2}" y="{h - 6}" font-size="10" text-anchor="middle">{esc(xlabel)}</text>'
+               f'<text transform="translate(11 {(T + h - B) / 2}) rotate(-90)" font-size="10" '
+               f'text-anchor="middle">{esc(ylabel)}</text>')
+    front = sorted((p for p in pts if p.front), key=lambda p: p.x)
+    if len(front) > 1:
+        path = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in front)
+        out.append(f'<polyline points="{path}" fill="none" stroke="#d62728" stroke-dasharray="4 3">'
+                   "<title>Pareto frontier: no other point is better on both axes</title></polyline>")
+    groups = list(dict.fromkeys(p.group for p in pts))
+    for p in pts:
+        c = COLOURS[groups.index(p.group) % len(COLOURS)]
+        X, Y = sx(p.x), sy(p.y)
+        out.append(f'<g class="pt"><title>{esc(p.tip)}</title>'
+                   f'<circle cx="{X:.1f}" cy="{Y:.1f}" r="5" fill="{c}" fill-opacity="0.85" '
+                   f'stroke="{"#000" if p.front else "#fff"}"/>'
+                   f'<text x="{X + 7:.1f}" y="{Y - 5:.1f}" font-size="10">{esc(p.label)}</text></g>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+SVG_STYLE = ("svg.plot{max-width:100%;height:auto;font-family:system-ui,sans-serif}svg.plot g.pt:hover circle{r:7}"
+         ".plots{display:flex;flex-wrap:wrap;gap:8px}")

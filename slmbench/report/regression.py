@@ -12,8 +12,8 @@ from .html import esc, page, ul
 from .plots import fig_to_png, new_figure, png_to_html
 from .tables import html_table, md_escape, md_table
 
-ICON = {"regressed": "🔴 regressed", "improved": "🟢 improved", "unchanged": "unchanged",
-        "inconclusive": "🟡 inconclusive"}
+# words, not emoji (an emoji font is not everywhere: they render as empty boxes); the HTML rows are coloured
+ICON = {"regressed": "regressed", "improved": "improved", "unchanged": "unchanged", "inconclusive": "inconclusive"}
 ORDER = {"regressed": 0, "inconclusive": 1, "improved": 2, "unchanged": 3}
 COLOR = {"regressed": "#fdd", "improved": "#dfd", "inconclusive": "#ffd", "unchanged": "#fff"}
 HEADER = ["verdict", "job", "metric", "direction", "base → new", "change", "p", "n", "min change", "why", "rerun"]
@@ -172,7 +172,7 @@ def to_html(cmp) -> str:
     parts += [f"<p class='note'>{esc(n)}</p>" for n in cmp.notes]
     parts.append(html_table(HEADER, [r for _, r in rows],
                             row_attrs=[{"style": f"background:{COLOR.get(v.verdict, '#fff')}"} for v, _ in rows]))
-    parts.append("<h2>How verdicts are decided</h2>" + ul(RULES_TEXT))
+    parts.append("<h2>How verdicts are decided</h2>" + ul([t.replace("**", "") for t in RULES_TEXT]))
     if cmp.trends:
         parts += _trends_html(cmp)
     style = (".note{background:#ffd;padding:4px}.trend{display:inline-block;vertical-align:top;margin:4px}"

@@ -28,10 +28,15 @@ def to_rich(df: pd.DataFrame, title: str = "slmbench"):
 
 def sections(df: pd.DataFrame, infos: dict | None = None, manifest: dict | None = None,
              cost: bool = False) -> list[Section]:
-    """The optional sections whose rows the run holds: quality vs cost, speculative decoding, and the
-    cloud-vs-device cost table (when an endpoint was measured, or always with `cost`: `report --cost`)."""
-    from . import cost as rc, quality, speculative
-    out = [quality.section(df), speculative.section(df), rc.section(df, infos, manifest, force=cost)]
+    """The optional sections whose rows the run holds: quality vs cost (for two or more model families, the
+    "which SLM" section, which also shows file size and interactive frontiers), the runtime shoot-out (two or more
+    runtimes, one model family), speculative decoding, projection vs
+    measurement (devices with a profile and rows measured on them), and the cloud-vs-device cost table (when an
+    endpoint was measured, or always with `cost`: `report --cost`)."""
+    from . import cost as rc, device, quality, runtimes, speculative, which
+    w = which.section(df, infos)  # two model families: it has a runtime column, so it stands in for the shoot-out
+    out = [w or quality.section(df), None if w else runtimes.section(df), speculative.section(df),
+           device.section(df, infos), rc.section(df, infos, manifest, force=cost)]
     return [s for s in out if s is not None]
 
 

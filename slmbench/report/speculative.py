@@ -13,6 +13,7 @@ import json
 import pandas as pd
 
 from .. import fmt
+from ..analysis.claims import break_even_acceptance
 from .html import page
 from .plots import fig_to_png
 from .section import TableSection
@@ -23,6 +24,7 @@ COLUMNS = [  # (metric, header)
     ("speedup_predicted", "speedup pred."), ("speedup", "speedup meas."), ("speedup_vs_predicted", "meas./pred."),
     ("speedup_predicted_verify", "pred. w/ meas. verify"),
     ("target_tok_s", "target tok/s"), ("spec_tok_s", "spec tok/s"), ("draft_tok_s", "draft tok/s"),
+    ("a_star", "break-even a*"),
     ("hf_assisted_speedup", "HF assisted speedup"), ("greedy_identical", "lossless"),
 ]
 
@@ -54,6 +56,11 @@ def frame(df: pd.DataFrame) -> pd.DataFrame:
                 r[f"pos{json.loads(m['labels'])['pos']}"] = m["value"]
             else:
                 r[m["metric"]], r[m["metric"] + ":spread"] = m["value"], m["spread"]
+        if r.get("cost_ratio_c") is not None and not pd.isna(r["cost_ratio_c"]):
+            # the acceptance this draft would need to break even at its measured c and verify cost (None: never)
+            v = r.get("verify_cost_ratio")
+            r["a_star"] = break_even_acceptance(r.get("g_effective") or r["g"], r["cost_ratio_c"],
+                                                1.0 if v is None or pd.isna(v) else v)
         rows.append(r)
     out = pd.DataFrame(rows)
     return out.sort_values(["target", "draft", "mode", "g"]).reset_index(drop=True) if len(out) else out

@@ -37,14 +37,15 @@ def md_table(header, rows) -> str:
 
 def html_table(header, rows, raw_cols=(), row_attrs=None) -> str:
     """Every cell escaped (strings from suites, errors and model names reach the page), except the columns in
-    `raw_cols`, which the caller built as HTML (links). `row_attrs`: per row, a dict of attributes (id, style)."""
+    `raw_cols`, which the caller built as HTML (links). `row_attrs`: per row, a dict of attributes (id, style).
+    In a scroll box: a wide table scrolls by itself, not the page."""
     th = "".join(f"<th>{html.escape(str(x))}</th>" for x in header)
     trs = []
     for i, r in enumerate(rows):
         attrs = "".join(f" {k}='{html.escape(str(v))}'" for k, v in (row_attrs[i] if row_attrs else {}).items())
         tds = "".join(f"<td>{c if j in raw_cols else html.escape(str(c))}</td>" for j, c in enumerate(r))
         trs.append(f"<tr{attrs}>{tds}</tr>")
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(trs)}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{th}</tr></thead><tbody>{''.join(trs)}</tbody></table></div>"
 
 
 def cell(r: pd.Series) -> str:

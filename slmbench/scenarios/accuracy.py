@@ -3,9 +3,14 @@
 Scoring is lm-eval's own (simple_evaluate with its HFLM on our model object): acc, acc_norm, perplexity, with its
 stderr. Task names are lm-eval's; local ones come from the offline task pack (suites/tasks, slmbench/data/tasks)
 and a suite's include_path, checked (names, data files) when the suite is validated, before any job runs.
-`limit` takes a fixed-seed random subsample per task (lm-eval's own --limit takes the first N)."""
+`limit` takes a fixed-seed random subsample per task (lm-eval's own --limit takes the first N).
+
+Per-item scores (0/1 for acc, acc_norm) ride along as each task row's samples (spread_kind `stderr_units`, the item
+set's fingerprint in the note), in doc order, so two models scored on the same items are compared paired
+(McNemar / paired differences, analysis.claims)."""
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -64,7 +69,7 @@ class Accuracy(Scenario):
         ctx.progress(f"lm-eval: {', '.join(p.tasks)}")
         t0 = time.perf_counter()
         res = lm_eval.simple_evaluate(model=lm, tasks=built, num_fewshot=p.num_fewshot, samples=samples,
-                                      task_manager=tm, bootstrap_iters=p.bootstrap_iters, log_samples=False,
+                                      task_manager=tm, bootstrap_iters=p.bootstrap_iters, log_samples=True,
                                       random_seed=ctx.seed, numpy_random_seed=ctx.seed, torch_random_seed=ctx.seed,
                                       fewshot_random_seed=ctx.seed)
         wall = time.perf_counter() - t0
@@ -76,7 +81,27 @@ def _version() -> str:
     return getattr(lm_eval, "__version__", "")
 
 
+def _per_item(res: dict) -> dict:
+    """(task, filter, metric) → (fingerprint note, per-item values in doc order) from lm-eval's logged samples."""
+    import hashlib
+    out: dict = {}
+    for task, items in (res.get("samples") or {}).items():
+        by: dict = {}
+        for it in items:
+            for m in it.get("metrics", []):
+                v = it.get(m)
+                if isinstance(v, (int, float)):  # bool included
+                    by.setdefault((it.get("filter", "none"), m), []).append((it["doc_id"], it.get("doc_hash", ""),
+                                                                            float(v)))
+        for (filt, m), xs in by.items():
+            xs.sort(key=lambda t: t[0])
+            fp = hashlib.sha1(json.dumps([task] + [[d, h] for d, h, _ in xs]).encode()).hexdigest()[:12]
+            out[(task, filt, m)] = (f"units={fp}", [v for _, _, v in xs])
+    return out
+
+
 def _metrics(res: dict, p: AccuracyParams, wall: float) -> list[Metric]:
+    per_item = _per_item(res)
     nsamp = res.get("n-samples", {})
     groups = res.get("group_subtasks", {})
 
@@ -99,10 +124,14 @@ def _metrics(res: dict, p: AccuracyParams, wall: float) -> list[Metric]:
             se = float(se) if isinstance(se, (int, float)) and not math.isnan(se) else None
             labels = {"task": task} if filt == "none" else {"task": task, "filter": filt}
             frac = metric in ("acc", "acc_norm", "exact_match", "f1", "mcc")
+            units, vals = per_item.get((task, filt, metric), ("", None))
+            paired = metric in ("acc", "acc_norm", "exact_match") and vals is not None and len(vals) > 1
             out.append(Metric(metric, float(v), "fraction" if frac else "", n=n, spread=se,
-                              spread_kind="stderr" if se is not None else None, higher_is_better=hib.get(metric),
+                              spread_kind=("stderr_units" if paired else "stderr") if se is not None else None,
+                              higher_is_better=hib.get(metric), samples=vals if paired else None,
                               labels=labels, note=f"lm-eval {_version()}, "
-                              f"{p.num_fewshot}-shot, {'group mean' if task in groups else 'task'} over {n} items"))
+                              f"{p.num_fewshot}-shot, {'group mean' if task in groups else 'task'} over {n} items"
+                              + (f"; samples: per item ({units})" if paired else "")))
     out.append(Metric("eval_s", wall, "s", n=total, higher_is_better=False,
                       note=f"lm-eval wall time for {total} items ({', '.join(p.tasks)}), batch {p.batch_size}"))
     return out

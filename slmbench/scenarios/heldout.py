@@ -1,10 +1,17 @@
 """Held-out quality of a factory student, on the variant this job loaded (float, PTQ, or the QAT-trained weights
 with the same PTQ applied): bits per byte and top-1 agreement with the teacher on its recipe's own held-out split
 (never trained on, the same for every student of a recipe), with stderr over the held-out sequences; plus what the
-build manifest knows (parameters total / active, tokens seen). Only models from the `recipe` source have a split."""
+build manifest knows (parameters total / active, tokens seen). Only models from the `recipe` source have a split.
+
+Per-sequence values ride along as the rows' samples (spread_kind `stderr_units`, the split's fingerprint in the
+note), so two students scored on the same split are compared paired, sequence by sequence (analysis.claims):
+for bits/byte the sample of sequence i is bits_i ÷ mean bytes per sequence (their mean is the bits/byte), for
+agreement the share of its positions that agree."""
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +33,6 @@ class Heldout(Scenario):
     requires = frozenset({TORCH_MODEL})
 
     def run(self, ctx: JobContext, p: HeldoutParams) -> list[Metric]:
-        from ..factory.evaluate import evaluate
         from ..factory.teacher import load_logits
         files = ctx.extra.get("files")
         bdir = getattr(files, "build_dir", None)
@@ -39,14 +45,18 @@ class Heldout(Scenario):
         held, tb = np.load(cdir / "heldout.npy"), np.load(cdir / "token_bytes.npy")
         _, hi, _ = load_logits(Path(art["logits_heldout"]))
         ctx.progress(f"held-out: {len(held)} sequences")
-        r = evaluate(model, held, tb, np.asarray(hi[..., 0]), batch=p.batch)
+        r = per_sequence(model, held, tb, np.asarray(hi[..., 0]), batch=p.batch)
         par, tr = man["student"]["params"], man["train"]
-        note = f"recipe held-out split ({r['heldout_tokens']:,} tokens, {r['heldout_seqs']} sequences)"
+        units = "units=" + hashlib.sha1(np.ascontiguousarray(held).tobytes()).hexdigest()[:12]
+        note = f"recipe held-out split ({r['heldout_tokens']:,} tokens, {r['heldout_seqs']} sequences, {units})"
+        kind = "stderr_units" if r["heldout_seqs"] > 1 else "stderr"
         out = [Metric("heldout_bpb", r["heldout_bpb"], "bits/B", n=r["heldout_tokens"], spread=r["heldout_bpb_stderr"],
-                      spread_kind="stderr", higher_is_better=False, note=f"{note}; stderr over sequences"),
+                      spread_kind=kind, higher_is_better=False, samples=r["bpb_units"],
+                      note=f"{note}; stderr over sequences; samples: bits per sequence ÷ mean bytes per sequence"),
                Metric("top1_agreement", r["top1_agreement"], "fraction", n=r["heldout_tokens"],
-                      spread=r["top1_agreement_stderr"], spread_kind="stderr", higher_is_better=True,
-                      note=f"{note}: share of positions where the argmax is the teacher's"),
+                      spread=r["top1_agreement_stderr"], spread_kind=kind, higher_is_better=True,
+                      samples=r["agree_units"],
+                      note=f"{note}: share of positions where the argmax is the teacher's; samples: per sequence"),
                Metric("teacher_heldout_bpb", man["teacher"]["heldout_bpb"], "bits/B", higher_is_better=False,
                       note="the teacher on the same split (from its cached log-likelihoods)"),
                Metric("params_total", par["total"], "params", note="incl. embeddings"),
@@ -55,3 +65,30 @@ class Heldout(Scenario):
         if tr.get("qat"):
             out.append(Metric("qat_tokens", tr["qat"]["tokens"], "tokens", note=f"QAT {tr['qat']['scheme']} phase"))
         return out
+
+
+def per_sequence(model, heldout: np.ndarray, token_bytes: np.ndarray, teacher_top1: np.ndarray, batch: int = 8
+                 ) -> dict:
+    """factory.evaluate's figures (same formulas) plus the per-sequence values the paired comparisons need."""
+    import torch
+    import torch.nn.functional as F
+    was = model.training
+    model.eval()
+    nll, nbytes, agree = [], [], []
+    with torch.no_grad():
+        for b in range(0, len(heldout), batch):
+            x = torch.from_numpy(heldout[b:b + batch].astype(np.int64))
+            z = model(x[:, :-1]).logits.float()
+            y = x[:, 1:]
+            nll += F.cross_entropy(z.transpose(1, 2), y, reduction="none").sum(1).tolist()
+            nbytes += token_bytes[y.numpy()].sum(1).tolist()
+            agree += (z.argmax(-1).numpy() == teacher_top1[b:b + batch, :-1]).mean(1).tolist()
+    model.train(was)
+    bits, nb, a = np.array(nll) / math.log(2), np.array(nbytes, dtype=float), np.array(agree)
+    k, bpb = len(nb), float(bits.sum() / nb.sum())
+    return {"heldout_bpb": bpb, "heldout_tokens": int(len(heldout) * (heldout.shape[1] - 1)), "heldout_seqs": k,
+            # ratio-estimator stderr over sequences, as factory.evaluate
+            "heldout_bpb_stderr": float(np.std(bits - bpb * nb, ddof=1) / nb.mean() / math.sqrt(k)) if k > 1 else None,
+            "top1_agreement": float(a.mean()),
+            "top1_agreement_stderr": float(a.std(ddof=1) / math.sqrt(k)) if k > 1 else None,
+            "bpb_units": [float(v) for v in bits / nb.mean()], "agree_units": [float(v) for v in a]}

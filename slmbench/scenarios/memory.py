@@ -39,8 +39,8 @@ class Memory(Scenario):
             Metric("params_m", eng.param_count() / 1e6, "M params"),
             Metric("kv_bytes_per_token", kv_bytes / seq, "B/token", higher_is_better=False,
                    note=f"measured: cache tensors after a {seq}-token prefill"),
-            Metric("kv_bytes_per_token_formula", eng.kv_bytes_per_token_formula(), "B/token",
-                   note="2·layers·kv_heads·head_dim·bytes"),
+            Metric("kv_bytes_per_token_formula", eng.kv_bytes_per_token_formula(seq), "B/token",
+                   note=f"2·layers·kv_heads·head_dim·bytes over {seq} tokens; sliding-window layers: at most the window"),
         ]
         if ctx.load_peak_bytes is not None:
             out.insert(0, Metric("load_peak_mem_mb", ctx.load_peak_bytes / MB, "MB", higher_is_better=False,

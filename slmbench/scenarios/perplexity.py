@@ -84,6 +84,23 @@ def windows(n: int, context: int, stride: int, skip: int):
         start += stride
 
 
+def decoded_bytes(tok, ids: list[int], spans) -> int:
+    """UTF-8 bytes the scored spans [first, end) decode to, for tokenizers without character offsets (a GGUF's own
+    vocabulary through llama.cpp): prefix decodes, so a leading-space rule cancels out, and a character split
+    across tokens (byte fallback) counts once, in the span of the token that completes it (a cut prefix decodes
+    its partial character as U+FFFD, dropped). One decode per span boundary; spans that tile the text sum to its
+    bytes exactly."""
+    n = {}
+    for a, b in spans:
+        for k in (a, b):
+            if k not in n:
+                n[k] = len(tok.decode(ids[:k]).rstrip("\ufffd").encode("utf-8")) if k else 0
+    return sum(n[b] - n[a] for a, b in spans)
+
+
+ROWS = 128  # log-softmax this many positions at a time: a 262k vocabulary makes one 512-row copy 0.5 GB
+
+
 def nll_sum(model, ids: list[int], context: int, stride: int, skip: int, device="cpu", progress=None):
     """Σ NLL (nats) and the scored positions, window by window (batch 1: no padding)."""
     import torch
@@ -92,10 +109,12 @@ def nll_sum(model, ids: list[int], context: int, stride: int, skip: int, device=
     for i, (s, e, first) in enumerate(wins):
         x = torch.tensor([ids[s:e]], device=device)
         with torch.inference_mode():
-            logits = model(x).logits[0].float()
-        logp = torch.log_softmax(logits[first - s - 1:e - s - 1], dim=-1)
-        tgt = x[0, first - s:e - s]
-        total -= logp.gather(1, tgt[:, None]).sum().item()
+            logits = model(x).logits[0]
+            for a in range(first - s - 1, e - s - 1, ROWS):
+                b = min(a + ROWS, e - s - 1)
+                logp = torch.log_softmax(logits[a:b].float(), dim=-1)
+                total -= logp.gather(1, x[0, a + 1:b + 1, None]).sum().item()
+            del logits
         scored.extend(range(first, e))
         if progress and i % 8 == 0:
             progress(f"window {i + 1}/{len(wins)}")
@@ -121,8 +140,9 @@ class Perplexity(Scenario):
         n_bytes = len(text.encode("utf-8"))
         if tb is not None:
             scored_bytes, how = sum(tb[i] for i in scored), "UTF-8 bytes covered by the scored tokens"
-        else:
-            scored_bytes, how = n_bytes * len(scored) / len(ids), "bytes pro rata (tokenizer without offsets)"
+        else:  # no offsets: the scored spans decoded (each window scores one contiguous span)
+            spans = [(first, e) for _, e, first in windows(len(ids), p.context, stride, p.skip)]
+            scored_bytes, how = decoded_bytes(eng.tokenizer, ids, spans), "UTF-8 bytes of the scored spans, decoded"
         lab = {"text": path.name}
         win = f"context {p.context}, stride {stride}, skip {p.skip}; {len(scored)} of {len(ids)} tokens scored"
         return [

@@ -1,0 +1,54 @@
+"""What the runtimes that hold one token sequence share (llama.cpp, ONNX Runtime GenAI, ExecuTorch).
+
+A `past` (the Engine contract's opaque prefix) is the token list the runtime's KV cache held when it was returned;
+reusing it checks the runtime still holds that prefix and rewinds to it, so a stale past fails loudly instead of
+scoring on the wrong context. `LogitsModel` gives such an engine the `model(x).logits` call the perplexity scenario
+makes on a transformers model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+
+@dataclass(frozen=True)
+class Past:
+    tokens: tuple  # what the runtime's context held when this was returned
+
+
+class LogitsModel:
+    """`model(x).logits` over a (1, T) tensor, like a transformers causal LM, from engine.logits(ids) (numpy)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __call__(self, x, **_):
+        import torch
+        return SimpleNamespace(logits=torch.from_numpy(self.engine.logits(x[0].tolist()))[None])
+
+
+class TokenContext:
+    """Mixin: `_tokens` mirrors what the runtime holds; the engine defines `_truncate(n)` (drop positions n…) and
+    `_eval(ids)` (append ids); prefill and past checks are the same for every such runtime."""
+    _tokens: list
+    holder = "the runtime's context"  # named in the stale-past error
+
+    def _truncate(self, n: int) -> None:
+        raise NotImplementedError
+
+    def _eval(self, ids: list[int]) -> None:
+        raise NotImplementedError
+
+    def _resume(self, past: Past | None) -> None:
+        if past is None:
+            self._truncate(0)
+            return
+        n = len(past.tokens)
+        if tuple(self._tokens[:n]) != past.tokens:
+            raise RuntimeError(f"stale past: {self.holder} no longer holds these tokens")
+        self._truncate(n)
+
+    def prefill(self, ids: list[int], past: Past | None = None) -> Past:
+        """Evaluate `ids` on top of `past` (an empty context if None); returns the new past."""
+        self._resume(past)
+        self._eval(ids)
+        return Past(tuple(self._tokens))
