@@ -352,16 +352,7 @@ class AdbAdapter(Adapter):
     name = "adb"
     capabilities = frozenset({RUNS_MODELS, HOST_CPU, ENERGY})  # the phone's CPU; energy: its battery fuel gauge
 
-    @classmethod
-    def check_profile(cls, profile, file: str) -> None:
-        from pydantic import ValidationError
-        from ..errors import UserError
-        from ..yamlio import first_error
-        try:
-            settings_of(profile)
-        except ValidationError as e:
-            loc, msg = first_error(e)
-            raise UserError(msg, file=file, field=f"extra.{loc}" if loc else "extra")
+    Settings = AdbSettings  # its `extra:`, validated by Adapter.check_profile
 
     def setup(self) -> None:
         from ..errors import Unsupported

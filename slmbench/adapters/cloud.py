@@ -326,16 +326,7 @@ class CloudAdapter(Adapter):
         super().__init__(profile, threads or 1)
         self.settings = settings_of(profile)
 
-    @classmethod
-    def check_profile(cls, profile, file: str) -> None:
-        from pydantic import ValidationError
-        from ..errors import UserError
-        from ..yamlio import first_error
-        try:
-            settings_of(profile)
-        except ValidationError as e:
-            loc, msg = first_error(e)
-            raise UserError(msg, file=file, field=f"extra.{loc}")
+    Settings = CloudSettings  # its `extra:`, validated by Adapter.check_profile
 
     def setup(self) -> None:
         base_url(self.settings)  # no endpoint configured: unsupported, said before any model work

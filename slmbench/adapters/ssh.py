@@ -81,20 +81,16 @@ class SshAdapter(CpuAdapter):
         self.settings = settings_of(profile)
         self._meter = None
 
+    Settings = SshSettings  # its `extra:`, validated by Adapter.check_profile after the secrets check
+
     @classmethod
     def check_profile(cls, profile, file: str) -> None:
-        from pydantic import ValidationError
         from ..errors import UserError
-        from ..yamlio import first_error
         for k in profile.extra:
             if k.lower() in SECRET_FIELDS:
                 raise UserError("a password or key material never goes in a profile: name a key file (key_file: "
                                 "PATH) or use an ssh agent", file=file, field=f"extra.{k}")
-        try:
-            settings_of(profile)
-        except ValidationError as e:
-            loc, msg = first_error(e)
-            raise UserError(msg, file=file, field=f"extra.{loc}")
+        super().check_profile(profile, file)
 
     def energy_meter(self):
         if self._meter is not None:

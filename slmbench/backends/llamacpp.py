@@ -78,16 +78,10 @@ class LlamaCppEngine(TokenContext, Engine):
     def generate(self, ids: list[int], n_new: int, clock=None, past: Past | None = None) -> list[int]:
         """Greedy: evaluate what `past` lacks of `ids`, then n_new tokens; clock.put once for the prompt and once
         per token (the torch backend's streamer contract)."""
-        self._resume(past)
-        have = len(self._tokens)
-        if have >= len(ids):  # all cached: re-evaluate the last prompt token to get its logits
-            self._truncate(len(ids) - 1)
-            have = len(ids) - 1
-        elif ids[:have] != self._tokens:
-            raise RuntimeError("past is not a prefix of the prompt")
+        left = self._prompt_left(ids, past)
         if len(ids) + n_new - 1 > self.llm.n_ctx():
             raise ValueError(f"{len(ids) + n_new - 1} tokens exceed the llama.cpp context ({self.llm.n_ctx()})")
-        self._eval(ids[have:])
+        self._eval(left)
         if clock is not None:
             clock.put(None)
         return self._decode_loop(n_new, clock)

@@ -74,16 +74,10 @@ class OnnxGenaiEngine(TokenContext, Engine):
     def generate(self, ids: list[int], n_new: int, clock=None, past: Past | None = None) -> list[int]:
         """Greedy through genai's own search: exactly n_new tokens; clock.put once when the prompt is done and once
         per token (the torch backend's streamer contract)."""
-        self._resume(past)
-        have = len(self._tokens)
-        if have >= len(ids):  # all cached: re-evaluate the last prompt token to get its logits
-            self._truncate(len(ids) - 1)
-            have = len(ids) - 1
-        elif ids[:have] != self._tokens:
-            raise RuntimeError("past is not a prefix of the prompt")
+        left = self._prompt_left(ids, past)
         if len(ids) + n_new > N_CTX:
             raise ValueError(f"{len(ids)} + {n_new} tokens exceed the generator's buffer ({N_CTX})")
-        self._eval(ids[have:])
+        self._eval(left)
         if clock is not None:
             clock.put(None)
         out = []

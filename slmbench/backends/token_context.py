@@ -47,6 +47,18 @@ class TokenContext:
             raise RuntimeError(f"stale past: {self.holder} no longer holds these tokens")
         self._truncate(n)
 
+    def _prompt_left(self, ids: list[int], past: Past | None) -> list[int]:
+        """Before generating from `ids`: resume `past` and return what of `ids` the context still lacks (at least
+        the last prompt token, whose logits give the first new token)."""
+        self._resume(past)
+        have = len(self._tokens)
+        if have >= len(ids):  # all cached: re-evaluate the last prompt token to get its logits
+            self._truncate(len(ids) - 1)
+            have = len(ids) - 1
+        elif ids[:have] != self._tokens:
+            raise RuntimeError("past is not a prefix of the prompt")
+        return ids[have:]
+
     def prefill(self, ids: list[int], past: Past | None = None) -> Past:
         """Evaluate `ids` on top of `past` (an empty context if None); returns the new past."""
         self._resume(past)

@@ -54,13 +54,25 @@ class Adapter(ABC):
     capabilities: ClassVar[frozenset[str]] = frozenset()
     torch_device: str = "cpu"
     memory_kind: str = "none"
+    Settings: ClassVar[type[BaseModel] | None] = None  # a pydantic model of the profile's `extra:`, if it has one
 
     def __init__(self, profile: DeviceProfile, threads: int | None = None):
         self.profile, self.threads = profile, threads
 
     @classmethod
     def check_profile(cls, profile: DeviceProfile, file: str) -> None:
-        """Adapter-specific settings in a profile (its `extra:`): raise UserError naming the file and field."""
+        """Adapter-specific settings in a profile (its `extra:`): raise UserError naming the file and field. An
+        adapter that declares `Settings` (a pydantic model of its `extra:`) gets them validated here."""
+        if cls.Settings is None:
+            return
+        from pydantic import ValidationError
+        from ..errors import UserError
+        from ..yamlio import first_error
+        try:
+            cls.Settings(**profile.extra)
+        except ValidationError as e:
+            loc, msg = first_error(e)
+            raise UserError(msg, file=file, field=f"extra.{loc}" if loc else "extra")
 
     @classmethod
     def check_plugin(cls) -> None:

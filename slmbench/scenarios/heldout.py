@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -69,26 +68,9 @@ class Heldout(Scenario):
 
 def per_sequence(model, heldout: np.ndarray, token_bytes: np.ndarray, teacher_top1: np.ndarray, batch: int = 8
                  ) -> dict:
-    """factory.evaluate's figures (same formulas) plus the per-sequence values the paired comparisons need."""
-    import torch
-    import torch.nn.functional as F
-    was = model.training
-    model.eval()
-    nll, nbytes, agree = [], [], []
-    with torch.no_grad():
-        for b in range(0, len(heldout), batch):
-            x = torch.from_numpy(heldout[b:b + batch].astype(np.int64))
-            z = model(x[:, :-1]).logits.float()
-            y = x[:, 1:]
-            nll += F.cross_entropy(z.transpose(1, 2), y, reduction="none").sum(1).tolist()
-            nbytes += token_bytes[y.numpy()].sum(1).tolist()
-            agree += (z.argmax(-1).numpy() == teacher_top1[b:b + batch, :-1]).mean(1).tolist()
-    model.train(was)
-    bits, nb, a = np.array(nll) / math.log(2), np.array(nbytes, dtype=float), np.array(agree)
-    k, bpb = len(nb), float(bits.sum() / nb.sum())
-    return {"heldout_bpb": bpb, "heldout_tokens": int(len(heldout) * (heldout.shape[1] - 1)), "heldout_seqs": k,
-            # ratio-estimator stderr over sequences, as factory.evaluate
-            "heldout_bpb_stderr": float(np.std(bits - bpb * nb, ddof=1) / nb.mean() / math.sqrt(k)) if k > 1 else None,
-            "top1_agreement": float(a.mean()),
-            "top1_agreement_stderr": float(a.std(ddof=1) / math.sqrt(k)) if k > 1 else None,
-            "bpb_units": [float(v) for v in bits / nb.mean()], "agree_units": [float(v) for v in a]}
+    """factory.evaluate's figures plus the per-sequence values the paired comparisons need: bits per sequence over
+    the mean bytes per sequence (their mean is the bits/byte), and agreement per sequence."""
+    from ..factory.evaluate import evaluate
+    r = evaluate(model, heldout, token_bytes, teacher_top1, batch=batch, per_seq=True)
+    bits, nb = np.array(r["seq_bits"]), np.array(r["seq_bytes"], dtype=float)
+    return {**r, "bpb_units": [float(v) for v in bits / nb.mean()], "agree_units": [float(v) for v in r["seq_agreement"]]}
