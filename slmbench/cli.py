@@ -319,6 +319,9 @@ def cmd_overhead(a) -> int:
     if a.sampler_hz:  # the power sampler's own cost on decode (benchmarks/sampler.py)
         from .benchmarks.sampler import main as sampler_main
         return sampler_main(load_engine(files, Variant(), adapter), a)
+    if a.accuracy:  # grouped MC scoring vs lm-eval's hf model (benchmarks/accuracy.py)
+        from .benchmarks.accuracy import main as accuracy_main
+        return accuracy_main(files, adapter, a)
     if a.llama_bench:
         from .benchmarks.llamabench import format_lines, measure_levels
         rs = measure_levels(files, adapter, a.llama_bench.split(","), a.prompt_tokens, a.gen_tokens, a.pairs,
@@ -496,6 +499,11 @@ def _tool_commands(add) -> None:
     sp.add_argument("--llama-bench", nargs="?", const="f32,q4_0", metavar="LEVELS",
                     help="llamacpp backend vs llama.cpp's llama-bench (built once from the installed "
                     "llama-cpp-python's source) on the same GGUF, alternating; GGUF levels, default f32,q4_0")
+    sp.add_argument("--accuracy", metavar="TASKS", help="accuracy scoring: lm-eval's hf model vs slmbench's grouped "
+                    "scoring on these lm-eval tasks (comma-separated), alternating; wall time, acc, per-request Δ")
+    sp.add_argument("--batch-size", type=int, default=16, help="with --accuracy: both arms' batch size")
+    sp.add_argument("--limit", type=int, help="with --accuracy: items per task (default: all)")
+    sp.add_argument("--rounds", type=int, default=1, help="with --accuracy: alternating rounds per task")
     sp.add_argument("--json", action="store_true")
 
 

@@ -426,3 +426,28 @@ def test_accuracy_rows_carry_per_item_scores_in_doc_order():
                              {"doc_id": 1, "doc_hash": "h1", "filter": "none", "metrics": ["acc"], "acc": 1.0}]}}
     fp, vals = _per_item(res)[("t", "none", "acc")]
     assert vals == [1.0, 0.0] and fp.startswith("units=")
+
+
+def test_retention_averages_seeds_per_budget_against_the_teachers_same_items():
+    from slmbench.analysis.retention import retention
+    acc_p = json.dumps({"tasks": ["piqa"], "limit": 500})
+
+    def r(model, scenario, metric, value, labels=None, params="{}"):
+        return {"model": model, "scenario": scenario, "metric": metric, "value": value, "status": "ok",
+                "labels": json.dumps(labels or {}), "params": params}
+    df = pd.DataFrame(
+        [r(f"student-kd-s{i}", "heldout", m, v) for i, b in enumerate((2.0, 2.2)) for m, v in
+         (("heldout_bpb", b), ("teacher_heldout_bpb", 1.1), ("train_tokens_seen", 12288))]
+        + [r("student-kd-s0", "accuracy", "acc_norm", 0.60, {"task": "piqa"}, acc_p),
+           r("student-kd-s1", "accuracy", "acc_norm", 0.64, {"task": "piqa"}, acc_p),
+           r("student-kd-s0", "accuracy", "acc_norm", 0.9, {"task": "piqa"}, "{}"),  # other items: their own row
+           r("teacher", "accuracy", "acc_norm", 0.70, {"task": "piqa"}, acc_p),
+           r("teacher", "accuracy", "acc_norm", 0.99, {"task": "piqa"}, "{}"),
+           r("student-x-s0", "accuracy", "acc_norm", 0.5, {"task": "piqa"}, acc_p)])  # no held-out row: left out
+    (got,) = retention(df, "teacher", "student-*")
+    assert (got["arm"], got["budget"], got["seeds"]) == ("student-kd", 12288, 2)
+    assert got["bpb"] == pytest.approx(2.1) and got["bpb_kept"] == pytest.approx(1.1 / 2.1)
+    t = got["tasks"]["piqa"]  # the limit-500 items: never mixed with the "{}" item set
+    assert t["teacher"] == pytest.approx(0.70) and t["student"] == pytest.approx(0.62)
+    assert t["kept"] == pytest.approx(0.62 / 0.70) and t["lead_kept"] == pytest.approx(0.12 / 0.20)
+    assert got["tasks"]["piqa ({})"]["kept"] == pytest.approx(0.9 / 0.99)

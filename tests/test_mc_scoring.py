@@ -124,3 +124,14 @@ def test_llamacpp_batched_equals_per_request(slm_env):
     for (key, _, _), (a, ga), (b, gb) in zip(reqs, got, want):
         assert a == pytest.approx(b, abs=2e-3, rel=1e-4), key
         assert ga == gb, key
+
+
+def test_split_scores_the_shared_prefix_once():
+    from slmbench.mc_scoring import split
+    g = split((1, 2), [(3, 4, 5), (3, 4, 6), (3, 7)])
+    assert g.shared == (3,) and g.prefix == (1, 2, 3)
+    assert g.tails == {(3, 4, 5): (4, 5), (3, 4, 6): (4, 6), (3, 7): (7,)}
+    assert split((1,), [(3, 4, 5)]).tails == {(3, 4, 5): (5,)}  # a lone continuation: all but its last token shared
+    g = split((1,), [(3, 4), (3, 4, 5)])  # one continuation is a prefix of the other: each tail keeps a token
+    assert g.shared == (3,) and g.tails == {(3, 4): (4,), (3, 4, 5): (4, 5)}
+    assert split((1,), [(3,), (4,)]).shared == ()

@@ -52,6 +52,14 @@ class Plot(_Strict):
     also: str | None = Field(None, description="a second metric drawn dashed (e.g. the predicted speedup)")
 
 
+class Retention(_Strict):
+    """How much of the teacher's quality each student keeps, by training budget (a table beside the verdict)."""
+    teacher: str = Field(description="the teacher's model name in this suite: its accuracy rows (same task, same "
+                         "params) are the students' reference; held-out bits/B is each student's own teacher row")
+    students: str | list[str] = Field(description="student model name glob(s); names ending -sN are seeds of one arm")
+    metric: str = Field("acc_norm", description="the accuracy metric compared per task")
+
+
 class Claim(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     title: str
@@ -59,6 +67,7 @@ class Claim(_Strict):
     framing: str = ""
     comparisons: list[Comparison] = Field(min_length=1)
     plot: Plot | None = None
+    retention: Retention | None = None
     settings: str = Field("", description="the fixed settings in words (budgets, sizes)")
     regime: str = Field("", description="where the verdict holds (model sizes, device, draft), stated with it")
     assumptions: dict[str, Any] = Field(default_factory=dict, description="cost assumptions for this claim's cost "

@@ -46,7 +46,9 @@ def apply_quick(data: Any, file: str) -> dict:
         kept = []
         for sc in out.get("scenarios", []):
             if isinstance(sc, dict) and isinstance(sc.get("models"), list) and sc["models"]:
-                sc["models"] = [g for g in sc["models"] if g in left or any(c in str(g) for c in "*?[")]
+                # a glob is kept while it still matches a model (else validate would refuse it)
+                sc["models"] = [g for g in sc["models"] if g in left or (
+                    any(c in str(g) for c in "*?[") and any(fnmatch.fnmatchcase(str(n), str(g)) for n in left))]
                 if not sc["models"]:
                     continue  # every model it named is gone (an empty list would mean every model)
             kept.append(sc)

@@ -19,6 +19,7 @@ import pandas as pd
 from .. import fmt
 from ..analysis.claims import (Z, Claim, Result, break_even_acceptance, claim_basis, evaluate, select,
                                with_cost_rows)
+from ..analysis.retention import retention
 from .forest import forest
 from .html import esc, page, pre_json, ul
 from .plots import fig_to_png, png_to_html
@@ -199,6 +200,34 @@ def _break_even_rows(claim: Claim, df: pd.DataFrame) -> list[list[str]]:
     return out
 
 
+def _retention_rows(claim: Claim, df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The claim's retention table (analysis.retention): header and rows, or ([], []) when it has none."""
+    if claim.retention is None:
+        return [], []
+    rs = retention(df, claim.retention.teacher, claim.retention.students, claim.retention.metric)
+    tasks = sorted({t for r in rs for t in r["tasks"]}, key=str)
+    pct = lambda x: "—" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    header = ["student arm", "budget (tokens)", "seeds", "bits/B (teacher)", "bits/B kept"]
+    header += [f"{t} {claim.retention.metric} (teacher)" for t in tasks] + [f"{t} kept (of lead over chance)"
+                                                                            for t in tasks]
+    rows = []
+    for r in rs:
+        row = [r["arm"], fmt.sig(r["budget"]), str(r["seeds"]), f"{fmt.sig(r['bpb'])} ({fmt.sig(r['teacher_bpb'])})",
+               pct(r["bpb_kept"])]
+        row += [f"{fmt.sig(r['tasks'][t]['student'])} ({fmt.sig(r['tasks'][t]['teacher'])})" if t in r["tasks"]
+                else "—" for t in tasks]
+        row += [f"{pct(r['tasks'][t]['kept'])} ({pct(r['tasks'][t]['lead_kept'])})" if t in r["tasks"] else "—"
+                for t in tasks]
+        rows.append(row)
+    return header, rows
+
+
+RETENTION_TEXT = ("How much of the teacher's quality each student keeps, per training budget (measured; seeds "
+                  "averaged). bits/B kept = teacher ÷ student on the same held-out split; accuracy kept = student ÷ "
+                  "teacher on the same items, and in brackets the share of the teacher's lead over chance "
+                  "(1 / choices) the student keeps.")
+
+
 BE_HEADER = ["target", "draft", "g", "acceptance a (measured)", "c = draft step / target step", "verify cost v",
              "break-even a*", "speedup"]
 
@@ -309,6 +338,10 @@ def write(df: pd.DataFrame, suite, claims: list[Claim], out_dir: Path, run_id: s
         be = _break_even_rows(c, df)
         md += _md_claim(c, res, v, bases[c.id], sets, pngs, be)
         hp += _html_claim(c, res, v, bases[c.id], sets, figs, html_link, be)
+        rh, rr = _retention_rows(c, df)
+        if rr:
+            md += [RETENTION_TEXT, "", md_table(rh, rr), ""]
+            hp += [f"<p>{esc(RETENTION_TEXT)}</p>", html_table(rh, rr)]
     md += ["## The rule", "", RULE, "", f"Raw rows: `rows.csv` beside this file (the columns of `slmbench results "
            f"--run {run_id} --samples`, with each job's git commit), `run.json` (manifest, job info, the suite as "
            "the run started). Re-derive every number: `python -m slmbench.report.claims rows.csv SUITE OUT`.", ""]
