@@ -322,6 +322,15 @@ def cmd_overhead(a) -> int:
     if a.accuracy:  # grouped MC scoring vs lm-eval's hf model (benchmarks/accuracy.py)
         from .benchmarks.accuracy import main as accuracy_main
         return accuracy_main(files, adapter, a)
+    if a.executorch_runner:  # the executorch backend vs ExecuTorch's TextLLMRunner on the same program
+        from .benchmarks.etrunner import format_lines as et_lines
+        from .benchmarks.etrunner import measure_levels as et_levels
+        for r in et_levels(files, adapter, a.executorch_runner.split(","), a.prompt_tokens, a.gen_tokens, a.pairs,
+                           progress=lambda m: print(m, file=sys.stderr)):
+            print("\n".join(et_lines(r)))
+            if a.json:
+                print(json.dumps(r, default=str))
+        return 0
     if a.llama_bench:
         from .benchmarks.llamabench import format_lines, measure_levels
         rs = measure_levels(files, adapter, a.llama_bench.split(","), a.prompt_tokens, a.gen_tokens, a.pairs,
@@ -499,6 +508,9 @@ def _tool_commands(add) -> None:
     sp.add_argument("--llama-bench", nargs="?", const="f32,q4_0", metavar="LEVELS",
                     help="llamacpp backend vs llama.cpp's llama-bench (built once from the installed "
                     "llama-cpp-python's source) on the same GGUF, alternating; GGUF levels, default f32,q4_0")
+    sp.add_argument("--executorch-runner", nargs="?", const="none,8da4w", metavar="LEVELS",
+                    help="executorch backend vs ExecuTorch's own TextLLMRunner on the same .pte, alternating; "
+                    "levels, default none,8da4w")
     sp.add_argument("--accuracy", metavar="TASKS", help="accuracy scoring: lm-eval's hf model vs slmbench's grouped "
                     "scoring on these lm-eval tasks (comma-separated), alternating; wall time, acc, per-request Δ")
     sp.add_argument("--batch-size", type=int, default=16, help="with --accuracy: both arms' batch size")

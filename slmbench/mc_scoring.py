@@ -72,9 +72,9 @@ def batches(grouped: list[Group], budget: int) -> list[list[Group]]:
     pre_tok = sum(len(g.prefix) for g in grouped)
     tail_tok = sum(len(t) for g in grouped for t in g.tails.values())
     if tail_tok > pre_tok:
-        key = lambda g: (max(map(len, g.tails.values())), len(g.prefix), g.prefix)  # noqa: E731
+        key = lambda g: (max(map(len, g.tails.values())), len(g.prefix), g.prefix)
     else:
-        key = lambda g: (len(g.prefix), max(map(len, g.tails.values())), g.prefix)  # noqa: E731
+        key = lambda g: (len(g.prefix), max(map(len, g.tails.values())), g.prefix)
     out, cur, cmax, rmax, rows = [], [], 0, 0, 0
     for g in sorted(grouped, key=key, reverse=True):  # longest first: a memory problem shows at once
         longest = max(map(len, g.tails.values()))
