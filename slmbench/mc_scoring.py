@@ -14,9 +14,16 @@ The numbers are lm-eval's own definition (HFLM._loglikelihood_tokens, lm-eval 0.
 Only the batch shapes differ, so values agree to float rounding (~1e-5), not bit for bit.
 
 Backend-neutral grouping is at the top; `TorchScorer` runs a transformers causal LM; `LlamaCppScorer` runs the
-llama.cpp engine's model with one llama.cpp sequence per continuation on a scoring context of its own. Known issue:
-with n_seq = 1 it equals the engine's per-request values exactly, with several sequences per decode it differs by
-0.05-0.7 nats on SmolLM2 Q4_1, so llamacpp_lm leaves it off unless SLMBENCH_MC_LLAMACPP=1.
+llama.cpp engine's model with one llama.cpp sequence per continuation on a scoring context of its own.
+
+llama.cpp's log-likelihoods depend on how many tokens go into one llama_decode: on SmolLM2, decodes of up to 48
+tokens and of 64 or more give different values for the same continuation — up to 0.85 nats over ~11 tokens with
+Q4_0/Q4_1 weights, 0.004 with F32 (measured: the quantized matmul takes another kernel path for larger batches).
+The engine's per-request path decodes a whole request at once, so it sits on one side or the other depending on
+the request's length. Decoding in chunks of at most 32 tokens (`DECODE_CHUNK`), this scorer equals the per-request
+path exactly wherever the per-request decodes stay under the boundary too (contexts tagged with several sequences,
+several contexts per decode and all). It stays off unless SLMBENCH_MC_LLAMACPP=1: for longer requests the two paths
+legitimately differ, and which kernel path is "right" is llama.cpp's choice, not ours.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from collections import defaultdict
 from typing import NamedTuple
 
 Pair = tuple[tuple[int, ...], tuple[int, ...]]  # (effective context, continuation)
+DECODE_CHUNK = 32  # llama.cpp tokens per decode in LlamaCppScorer: under the batch size where its kernels change
 
 
 def effective(context: list[int], continuation: list[int], max_length: int) -> Pair:
@@ -192,7 +200,7 @@ class LlamaCppScorer:
         p = llama_cpp.llama_context_default_params()
         for f in ("n_batch", "n_ubatch", "n_threads", "n_threads_batch", "type_k", "type_v", "flash_attn_type"):
             setattr(p, f, getattr(src, f))
-        self.n_seq, self.n_batch = int(n_seq), int(src.n_batch)
+        self.n_seq, self.n_batch = int(n_seq), min(int(src.n_batch), DECODE_CHUNK)
         p.n_ctx = int(n_ctx or 2 * llm.n_ctx())  # a context and all its continuations
         p.n_seq_max, p.kv_unified = self.n_seq, True
         self.llama_cpp, self.n_vocab = llama_cpp, llm.n_vocab()
