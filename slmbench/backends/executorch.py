@@ -26,14 +26,16 @@ from .token_context import LogitsModel, Past
 
 
 class _Program:
-    """One loaded .pte: forward(ids, pos) → float32 logits (numpy), in chunks of at most max_seq tokens."""
+    """One loaded .pte: forward(ids, pos) → float32 logits (numpy), in chunks of at most max_seq - 1 tokens."""
 
     def __init__(self, path: Path, facts: dict):
         from executorch.runtime import Runtime
         _register_kernels()
         self.path, self.facts = path, facts
         self.method = Runtime.get().load_program(path).load_method("forward")
-        self.max_seq, self.max_context = facts["max_seq"], facts["max_context"]
+        # ExecuTorch's builder bounds the dynamic token dimension at max_seq_len - 1 (extension/llm/export/builder.py):
+        # a call of max_seq tokens fails to resize its input
+        self.max_seq, self.max_context = facts["max_seq"] - 1, facts["max_context"]
         self.tokens: list[int] = []  # what its KV cache holds
 
     def run(self, ids: list[int], keep: int, copy: bool = True) -> list:

@@ -32,7 +32,7 @@ from ..errors import Unsupported
 LEVELS = ("none", "8da4w")
 GROUP = 32          # 8da4w group size (linear and embedding); 576 = 18·32
 MAX_CONTEXT = 2048  # KV-cache positions preallocated in the program (llama.cpp's N_CTX here)
-MAX_SEQ = 256       # most tokens one forward call takes (prefill and scoring go in chunks of this)
+MAX_SEQ = 256       # export's max_seq_len: one forward call takes at most MAX_SEQ - 1 tokens (its dynamic dim)
 MODULE = "slmbench.backends.executorch_export"
 EXPORT_VERSION = 1  # bump when the export recipe changes: cached programs are rebuilt
 
