@@ -6,8 +6,8 @@ own stats: prompt eval time, time to first token, and generation time. Here both
 cached "last-logits" program) in one process, alternating backend/runner each round, same prompt tokens, greedy,
 same number of new tokens:
 - backend: prefill = prompt tokens / time of one forward over them; decode = (n - 1) / (last token - first token);
-- runner:  prefill = num_prompt_tokens / (prompt_eval_end - inference_start); decode = (generated - 1) /
-  (inference_end - first_token) — the same definitions on its own clock.
+- runner:  prefill = prompt_tokens / (prompt_eval_end - inference_start); decode = generated_tokens (which leaves
+  out the first) / (inference_end - first_token) — the same definitions on its own millisecond clock.
 The prompt goes to the runner as text decoded from the same ids (its tokenizer re-encodes it; the token count it
 reports is printed, so a difference is visible).
 """
@@ -40,10 +40,12 @@ def _runner_once(runner, prompt: str, n_ids: int, gen: int) -> dict:
                     stats_callback=lambda s: got.update(json.loads(s.to_json_string())))
     pre_ms = got["prompt_eval_end_ms"] - got["inference_start_ms"]
     gen_ms = got["inference_end_ms"] - got["first_token_ms"]
-    return {"prefill_tok_s": got["num_prompt_tokens"] / pre_ms * 1e3,
+    # the runner's generated_tokens leaves out the first token (it comes from the prompt pass): n - 1 over the
+    # time after the first token, the backend's definition
+    return {"prefill_tok_s": got["prompt_tokens"] / pre_ms * 1e3,
             "ttft_ms": got["first_token_ms"] - got["inference_start_ms"],
-            "decode_tok_s": (got["num_generated_tokens"] - 1) / gen_ms * 1e3,
-            "prompt_tokens": got["num_prompt_tokens"], "generated": got["num_generated_tokens"]}
+            "decode_tok_s": got["generated_tokens"] / gen_ms * 1e3,
+            "prompt_tokens": got["prompt_tokens"], "generated": got["generated_tokens"] + 1}
 
 
 def compare(eng, tokenizer_json, prompt: int, gen: int, rounds: int, bandwidth_gbs: float | None) -> dict:
