@@ -212,7 +212,7 @@ def _retention_rows(claim: Claim, df: pd.DataFrame) -> tuple[list[str], list[lis
                                                                             for t in tasks]
     rows = []
     for r in rs:
-        row = [r["arm"], fmt.sig(r["budget"]), str(r["seeds"]), f"{fmt.sig(r['bpb'])} ({fmt.sig(r['teacher_bpb'])})",
+        row = [r["arm"], "—" if r["budget"] is None else f"{int(r['budget']):,}", str(r["seeds"]), f"{fmt.sig(r['bpb'])} ({fmt.sig(r['teacher_bpb'])})",
                pct(r["bpb_kept"])]
         row += [f"{fmt.sig(r['tasks'][t]['student'])} ({fmt.sig(r['tasks'][t]['teacher'])})" if t in r["tasks"]
                 else "—" for t in tasks]
