@@ -22,7 +22,7 @@ from ..contracts.adapter import HOST_CPU, RUNS_MODELS
 from ..contracts.engine import GENERATE, KV_CACHE, LM_EVAL, LOGITS, LOGLIKELIHOOD, PREFILL, WEIGHTS
 from ..errors import Unsupported
 from .executorch_export import LEVELS
-from .token_context import LogitsModel, Past
+from .token_context import LogitsModel, Past, loglikelihood
 
 
 class _Program:
@@ -142,20 +142,10 @@ class ExecuTorchEngine(Engine):
         return np.concatenate(rows) if rows else np.zeros((0, self.facts["config"]["vocab_size"]), np.float32)
 
     def loglikelihood(self, context_ids: list[int], continuation_ids: list[int]) -> tuple[float, bool]:
-        """(Σ log p(continuation | context), whether greedy decoding would produce the continuation). The context's
-        KV is reused when the previous request had the same context (multiple-choice tasks)."""
-        from .llamacpp import _common_prefix
-        np = self._np
-        ids = list(context_ids) + list(continuation_ids)
-        held = self._score.tokens if self._score is not None else []
-        keep = min(_common_prefix(held, ids), len(context_ids) - 1)
-        rows = self.logits(ids, keep)
-        keep = len(ids) - len(rows)
-        rows = rows[len(context_ids) - 1 - keep:len(ids) - 1 - keep].astype(np.float64)
-        m = rows.max(axis=1, keepdims=True)
-        logp = rows - m - np.log(np.exp(rows - m).sum(axis=1, keepdims=True))
-        tgt = np.asarray(continuation_ids)
-        return float(logp[np.arange(len(tgt)), tgt].sum()), bool((rows.argmax(axis=1) == tgt).all())
+        """(Σ log p(continuation | context), whether greedy decoding would produce it); the scoring program's KV is
+        reused when the previous request had the same context (multiple-choice tasks)."""
+        return loglikelihood(self.logits, self._score.tokens if self._score is not None else [], context_ids,
+                             continuation_ids)
 
     def lm_eval_model(self, batch_size=1, **_):
         """An lm-eval LM scoring through this engine (llamacpp_lm.py's TemplateLM: it only calls the Engine contract),

@@ -25,7 +25,7 @@ from ..contracts.adapter import HOST_CPU, RUNS_MODELS
 from ..contracts.engine import GENERATE, KV_CACHE, LM_EVAL, LOGITS, LOGLIKELIHOOD, PREFILL, WEIGHTS
 from ..errors import Unsupported
 from ..quant.gguf import LEVELS
-from .token_context import LogitsModel, Past, TokenContext
+from .token_context import LogitsModel, Past, TokenContext, loglikelihood
 
 N_CTX = 2048  # KV cells allocated at load (resident: llama.cpp clears the buffer), enough for the scenarios here
 
@@ -146,17 +146,9 @@ class LlamaCppEngine(TokenContext, Engine):
         return np.concatenate(rows) if rows else np.zeros((0, self.n_vocab), np.float32)
 
     def loglikelihood(self, context_ids: list[int], continuation_ids: list[int]) -> tuple[float, bool]:
-        """(Σ log p(continuation | context), whether greedy decoding would produce the continuation). The context's
-        KV is reused when the previous request had the same context (multiple-choice tasks)."""
-        np = self._np
-        ids = list(context_ids) + list(continuation_ids)
-        keep = _common_prefix(self._tokens, ids)
-        keep = min(keep, len(context_ids) - 1)  # the last context token is re-evaluated: its logits are needed
-        rows = self.logits(ids, keep)[len(context_ids) - 1 - keep:len(ids) - 1 - keep].astype(np.float64)
-        m = rows.max(axis=1, keepdims=True)
-        logp = rows - m - np.log(np.exp(rows - m).sum(axis=1, keepdims=True))
-        tgt = np.asarray(continuation_ids)
-        return float(logp[np.arange(len(tgt)), tgt].sum()), bool((rows.argmax(axis=1) == tgt).all())
+        """(Σ log p(continuation | context), whether greedy decoding would produce it); the context's KV is reused
+        when the previous request had the same context (multiple-choice tasks)."""
+        return loglikelihood(self.logits, self._tokens, context_ids, continuation_ids)
 
     def lm_eval_model(self, batch_size=1, **_):
         """An lm-eval LM scoring through this engine (loglikelihood tasks; generation is greedy)."""
@@ -263,14 +255,6 @@ def _one_token_batch():
     b = llama_cpp.llama_batch_init(1, 0, 1)
     b.n_tokens, b.n_seq_id[0], b.seq_id[0][0], b.logits[0] = 1, 1, 0, 1
     return b
-
-
-def _common_prefix(a, b) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _load(files, variant, adapter, progress=print) -> LlamaCppEngine:

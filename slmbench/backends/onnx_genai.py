@@ -22,7 +22,7 @@ from ..contracts.adapter import HOST_CPU, RUNS_MODELS
 from ..contracts.engine import GENERATE, KV_CACHE, LM_EVAL, LOGITS, LOGLIKELIHOOD, PREFILL, WEIGHTS
 from ..errors import Unsupported
 from .onnx_genai_build import PRECISION
-from .token_context import LogitsModel, Past, TokenContext
+from .token_context import LogitsModel, Past, TokenContext, loglikelihood
 
 N_CTX = 2048  # positions of the KV buffer allocated at load (as llama.cpp's n_ctx here)
 CHUNK = 512  # positions per append when scoring long inputs (bounds the logits output: CHUNK × vocab floats)
@@ -112,17 +112,7 @@ class OnnxGenaiEngine(TokenContext, Engine):
     def loglikelihood(self, context_ids: list[int], continuation_ids: list[int]) -> tuple[float, bool]:
         """(Σ log p(continuation | context), whether greedy decoding would produce it); the context's KV is reused
         when the previous request had the same context (multiple-choice tasks)."""
-        np = self._np
-        ids = list(context_ids) + list(continuation_ids)
-        keep = 0
-        while keep < min(len(self._tokens), len(ids)) and self._tokens[keep] == ids[keep]:
-            keep += 1
-        keep = min(keep, len(context_ids) - 1)  # the last context token is re-evaluated: its logits are needed
-        rows = self.logits(ids, keep)[len(context_ids) - 1 - keep:len(ids) - 1 - keep].astype(np.float64)
-        m = rows.max(axis=1, keepdims=True)
-        logp = rows - m - np.log(np.exp(rows - m).sum(axis=1, keepdims=True))
-        tgt = np.asarray(continuation_ids)
-        return float(logp[np.arange(len(tgt)), tgt].sum()), bool((rows.argmax(axis=1) == tgt).all())
+        return loglikelihood(self.logits, self._tokens, context_ids, continuation_ids)
 
     def lm_eval_model(self, batch_size=1, **_):
         """lm-eval's TemplateLM over this engine (llamacpp_lm.py, engine-generic): loglikelihood tasks, greedy

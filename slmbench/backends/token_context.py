@@ -15,6 +15,30 @@ class Past:
     tokens: tuple  # what the runtime's context held when this was returned
 
 
+def common_prefix(a, b) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def loglikelihood(logits, held, context_ids: list[int], continuation_ids: list[int]) -> tuple[float, bool]:
+    """(Σ log p(continuation | context), whether greedy decoding would produce the continuation) from
+    `logits(ids, keep)` (float32 rows for ids[keep:], keep reused from what the runtime holds, or 0 when it does not
+    hold them). The shared prefix of `held` is reused (multiple-choice requests share their context), except the
+    last context token: its logits are needed."""
+    import numpy as np
+    ids = list(context_ids) + list(continuation_ids)
+    rows = logits(ids, min(common_prefix(held, ids), len(context_ids) - 1))
+    keep = len(ids) - len(rows)  # what the runtime really reused
+    rows = rows[len(context_ids) - 1 - keep:len(ids) - 1 - keep].astype(np.float64)
+    m = rows.max(axis=1, keepdims=True)
+    logp = rows - m - np.log(np.exp(rows - m).sum(axis=1, keepdims=True))
+    tgt = np.asarray(continuation_ids)
+    return float(logp[np.arange(len(tgt)), tgt].sum()), bool((rows.argmax(axis=1) == tgt).all())
+
+
 class LogitsModel:
     """`model(x).logits` over a (1, T) tensor, like a transformers causal LM, from engine.logits(ids) (numpy)."""
 
