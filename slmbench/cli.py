@@ -293,7 +293,8 @@ def cmd_build(a) -> int:
 
 def cmd_overhead(a) -> int:
     """Harness decode tok/s vs a bare engine.generate loop in this process (the overhead check); --decode-paths:
-    the torch backend's decode paths (generate vs fast) interleaved, with their roofline fractions."""
+    the torch backend's decode paths (generate, exact, fast) and llama.cpp F32 where installed, interleaved, with
+    their roofline fractions."""
     import json
     from .adapters import load_profile, make_adapter
     from .backends import load_engine
@@ -307,7 +308,10 @@ def cmd_overhead(a) -> int:
         from .adapters.bandwidth import ensure
         from .benchmarks.decode import format_lines
         from .benchmarks.decode import measure as measure_paths
-        engines = {p: load_engine(files, Variant(decode=p), adapter) for p in ("generate", "fast")}
+        engines = {p: load_engine(files, Variant(decode=p), adapter) for p in ("generate", "exact", "fast")}
+        import importlib.util
+        if importlib.util.find_spec("llama_cpp"):  # the same fp32 weights in llama.cpp: the best other reader
+            engines["llamacpp:f32"] = load_engine(files, Variant(backend="llamacpp", quantization="f32"), adapter)
         bw = ensure(adapter.threads) if "bandwidth" in adapter.capabilities else None
         r = measure_paths(engines, a.prompt_tokens, a.gen_tokens, a.pairs, bandwidth_gbs=bw and bw["gbs"])
         print("\n".join(format_lines(r)))
@@ -491,7 +495,7 @@ def _tool_commands(add) -> None:
     sp = add("build", cmd_build, "build a student from a recipe (cached; resumes an interrupted build)")
     sp.add_argument("recipe")
     sp = add("overhead", cmd_overhead, "benchmark: harness decode tok/s vs a bare engine.generate loop "
-             "(--decode-paths: torch generate vs fast)")
+             "(--decode-paths: torch generate / exact / fast, llama.cpp f32)")
     sp.add_argument("--source", default="smollm2", help="model source (smollm2 | hf | random)")
     sp.add_argument("--path", help="model path for source hf")
     sp.add_argument("--device", default="local-cpu")
@@ -503,7 +507,7 @@ def _tool_commands(add) -> None:
                     "it at this rate, interleaved pairs (a FAKE hwmon tree where this machine has no sensor)")
     sp.add_argument("--sensor", help="with --sampler-hz: hwmon:NAME | battery:NAME (default: the fake tree)")
     sp.add_argument("--sysfs", help="with --sensor: the sysfs root (default /sys)")
-    sp.add_argument("--decode-paths", action="store_true", help="torch decode: generate vs fast, interleaved, "
+    sp.add_argument("--decode-paths", action="store_true", help="torch decode: generate, exact, fast (+ llama.cpp f32), interleaved, "
                     "with roofline fractions")
     sp.add_argument("--llama-bench", nargs="?", const="f32,q4_0", metavar="LEVELS",
                     help="llamacpp backend vs llama.cpp's llama-bench (built once from the installed "

@@ -104,6 +104,35 @@ def layers(h: Tensor, cos: Tensor, sin: Tensor, ws: List[Tensor], eps: List[floa
     return h
 """
 
+# The same layer loop over the gemv kernel (backends/gemv_kernel.py) and fused weights packed on huge pages:
+# per layer ws = [input norm, q|k|v (nq + 2·nkv rows), o, post norm, gate|up (2·ffn rows), down]. float32 only.
+_LAYERS_GEMV = """
+def layers(h: Tensor, cos: Tensor, sin: Tensor, ws: List[Tensor], eps: List[float], kcs: List[Tensor],
+           vcs: List[Tensor], pos: int, hd: int, scaling: float, gqa: bool, nq: int, nkv: int, ffn: int) -> Tensor:
+    half = hd // 2
+    n = pos + 1
+    for i in range(len(kcs)):
+        kc = kcs[i]
+        vc = vcs[i]
+        x = ws[6 * i] * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps[2 * i]))
+        qkv = torch.ops.slmbench.gemv(x, ws[6 * i + 1])
+        q = qkv.narrow(-1, 0, nq).view(1, -1, 1, hd)
+        k = qkv.narrow(-1, nq, nkv).view(1, -1, 1, hd)
+        v = qkv.narrow(-1, nq + nkv, nkv).view(1, -1, 1, hd)
+        q = (q * cos) + (q.roll(half, -1) * sin)
+        k = (k * cos) + (k.roll(half, -1) * sin)
+        kc.narrow(2, pos, 1).copy_(k)
+        vc.narrow(2, pos, 1).copy_(v)
+        a = torch.nn.functional.scaled_dot_product_attention(q, kc.narrow(2, 0, n), vc.narrow(2, 0, n), None, 0.0,
+                                                             False, scale=scaling, enable_gqa=gqa)
+        h = h + torch.ops.slmbench.gemv(a.reshape(1, 1, -1), ws[6 * i + 2])
+        x = ws[6 * i + 3] * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps[2 * i + 1]))
+        gu = torch.ops.slmbench.gemv(x, ws[6 * i + 4])
+        h = h + torch.ops.slmbench.gemv(torch.nn.functional.silu(gu.narrow(-1, 0, ffn)) * gu.narrow(-1, ffn, ffn),
+                                        ws[6 * i + 5])
+    return h
+"""
+
 
 def _linear(m):
     """A projection as one call: F.linear on a plain nn.Linear (weights fetched once), else the module itself
@@ -149,13 +178,17 @@ class FastDecoder:
         self._cache_len = 0
         self._torch = torch
         self._ts = None  # the TorchScript layer loop, where it applies (capture())
+        self._gemv = None  # the same over the gemv kernel and packed weights (capture(kernel=True))
+        self.kernel_note = ""  # how the gemv kernel loaded, or why not
         self.compile_s = 0.0
 
-    def capture(self) -> bool:
-        """Compile the layer loop to TorchScript and warm it up (the profiling executor settles after a few calls),
-        where every projection is a plain bias-free nn.Linear over a plain tensor (no quantized tensor subclass)
-        and the MLP a SiLU one; else the eager loop runs.
-        Time spent: `compile_s`. Returns whether the captured loop is used."""
+    def capture(self, kernel: bool = True) -> str:
+        """Capture the layer loop as TorchScript and warm it up (the profiling executor settles after a few calls).
+        kernel=True (`decode: fast`): over the gemv kernel with fused q|k|v and gate|up weights packed on huge pages
+        (float32 on CPU, when the kernel builds: backends/gemv_kernel.py); else, or where the kernel does not apply,
+        the ATen loop (`decode: exact`: bit-identical to transformers) where every projection is a plain bias-free
+        nn.Linear over a plain tensor (no quantized tensor subclass) and the MLP a SiLU one; else the eager loop.
+        Time spent: `compile_s`. Returns which step runs: "gemv", "aten" or "eager"."""
         import time
 
         import torch
@@ -166,18 +199,26 @@ class FastDecoder:
                                                    l.self_attn.o_proj, l.mlp.gate_proj, l.mlp.up_proj,
                                                    l.mlp.down_proj))
         if torch._C._jit_can_fuse_on_cpu() or base.embed_tokens.weight.device.type != "cpu":
-            return False  # a fuser (on GPUs by default, on CPUs if turned on) rounds differently: stay eager
+            return "eager"  # a fuser (on GPUs by default, on CPUs if turned on) rounds differently: stay eager
         if not plain or any(layer[14] is not torch.nn.functional.silu for layer in self.layers) \
                 or len({(layer[7], layer[8]) for layer in self.layers}) != 1:
-            return False
-        ws, eps = [], []
-        for l in base.layers:
-            a, m = l.self_attn, l.mlp
-            ws += [l.input_layernorm.weight, a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight,
-                   l.post_attention_layernorm.weight, m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight]
-            eps += [float(l.input_layernorm.variance_epsilon), float(l.post_attention_layernorm.variance_epsilon)]
-        self._ts = (torch.jit.CompilationUnit(_LAYERS_TS).layers, ws, eps, float(self.layers[0][7]),
-                    bool(self.layers[0][8]))
+            return "eager"
+        step = "aten"
+        if kernel and self.dtype == torch.float32:
+            from . import gemv_kernel
+            if gemv_kernel.load() is not None:
+                self._capture_gemv()
+                step = "gemv"
+            self.kernel_note = gemv_kernel.reason()
+        if step == "aten":
+            ws, eps = [], []
+            for l in base.layers:
+                a, m = l.self_attn, l.mlp
+                ws += [l.input_layernorm.weight, a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight,
+                       l.post_attention_layernorm.weight, m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight]
+                eps += [float(l.input_layernorm.variance_epsilon), float(l.post_attention_layernorm.variance_epsilon)]
+            self._ts = (torch.jit.CompilationUnit(_LAYERS_TS).layers, ws, eps, float(self.layers[0][7]),
+                        bool(self.layers[0][8]))
         device = base.embed_tokens.weight.device
         self._ensure_cache(4, device)
         with torch.inference_mode():
@@ -185,7 +226,42 @@ class FastDecoder:
                 self.step(torch.zeros(1, 1, dtype=torch.long, device=device), pos,
                           torch.tensor([[pos]], device=device))
         self.compile_s = time.perf_counter() - t0
-        return True
+        return step
+
+    def _capture_gemv(self) -> None:
+        """Pack the projection weights (fused q|k|v, gate|up; the LM head) into one huge-page buffer, re-point the
+        model's own parameters to views of it (model.generate reads the same values from there; the old storage is
+        freed as the copies fill), and compile the gemv layer loop."""
+        import torch
+        base, head = self.model.model, self.model.lm_head
+        groups = []  # (fused source modules, ...) in buffer order
+        for l in base.layers:
+            a, m = l.self_attn, l.mlp
+            groups += [(a.q_proj, a.k_proj, a.v_proj), (a.o_proj,), (m.gate_proj, m.up_proj), (m.down_proj,)]
+        fuse_head = type(head) is torch.nn.Linear and head.bias is None and type(head.weight.data) is torch.Tensor
+        if fuse_head:
+            groups.append((head,))
+        from .gemv_kernel import pack
+        shapes = [torch.empty(sum(m.weight.shape[0] for m in g), g[0].weight.shape[1], device="meta") for g in groups]
+        packed = pack(shapes)
+        with torch.no_grad():
+            for g, dst in zip(groups, packed):
+                r = 0
+                for m in g:
+                    n = m.weight.shape[0]
+                    part = dst.narrow(0, r, n)
+                    part.copy_(m.weight)
+                    m.weight.data = part  # the old storage goes (a tied embedding follows: same Parameter)
+                    r += n
+        ws, eps = [], []
+        for i, l in enumerate(base.layers):
+            ws += [l.input_layernorm.weight, packed[4 * i], packed[4 * i + 1], l.post_attention_layernorm.weight,
+                   packed[4 * i + 2], packed[4 * i + 3]]
+            eps += [float(l.input_layernorm.variance_epsilon), float(l.post_attention_layernorm.variance_epsilon)]
+        a0, m0 = base.layers[0].self_attn, base.layers[0].mlp
+        dims = (a0.q_proj.weight.shape[0], a0.k_proj.weight.shape[0], m0.gate_proj.weight.shape[0])
+        self._gemv = (torch.jit.CompilationUnit(_LAYERS_GEMV).layers, ws, eps, float(self.layers[0][7]),
+                      bool(self.layers[0][8]), dims, packed[-1] if fuse_head else None)
 
     # --- the static cache ---------------------------------------------------------------------------------------
     def _ensure_cache(self, n: int, device) -> None:
@@ -227,6 +303,13 @@ class FastDecoder:
         cos = cos.unsqueeze(1)
         sin = (sin * self._sign(sin)).unsqueeze(1)  # rotate_half's sign folded into sin: [-sin₁, sin₂]
         n = pos + 1
+        if self._gemv is not None:
+            fn, ws, eps, scaling, gqa, (nq, nkv, ffn), head = self._gemv
+            h = fn(h, cos, sin, ws, eps, self._kcs, self._vcs, pos, hd, scaling, gqa, nq, nkv, ffn)
+            if head is None:
+                return self._final(h)
+            w, e = self.norm
+            return torch.ops.slmbench.gemv(w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + e)), head)
         if self._ts is not None:
             fn, ws, eps, scaling, gqa = self._ts
             h = fn(h, cos, sin, ws, eps, self._kcs, self._vcs, pos, hd, scaling, gqa, f32)

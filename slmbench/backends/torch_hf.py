@@ -2,9 +2,11 @@
 perf_counter per token (TokenClock). Two decode paths (knob `decode`):
 
     fast      (default) the prompt and first token through `model.generate`, then a static KV cache and one
-              single-token step per token, captured as TorchScript at load (backends/torch_fast.py): bit-identical
-              logits, so the same tokens as generate, without its per-token Python; models it cannot run use
+              single-token step per token, captured as TorchScript at load (backends/torch_fast.py), its matrix-
+              vector products in slmbench's gemv kernel (float32 on CPU; backends/gemv_kernel.py) where it builds:
+              logits equal to rounding, greedy tokens tested equal to generate's; models it cannot run use
               generate (the job's info says which ran: `decode_path`; capture time: `compile_s`, in build_s)
+    exact     the same step over ATen's kernels: bit-identical logits to generate, by construction
     generate  the measured loop *is* `model.generate`, timed by its streamer (what every row before `decode` was)"""
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from ..contracts.engine import (GENERATE, KV_CACHE, LM_EVAL, LOGITS, LOGLIKELIHO
 from ..quant.ptq import TORCH_SCHEMES
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-FAST_PATH = "fast (static KV cache, one flat step per token)"
-FAST_TS = "fast (static KV cache, one TorchScript-captured step per token)"
+FAST_PATHS = {"eager": "fast (static KV cache, one flat step per token)",
+              "aten": "fast (static KV cache, one TorchScript-captured step per token)",
+              "gemv": "fast (static KV cache, TorchScript step over the slmbench gemv kernel, packed weights)"}
 
 
 @functools.cache
@@ -41,11 +44,13 @@ class TorchKnobs(Knobs):
     load: Literal["mmap", "full"] = "mmap"  # weights memory-mapped, or read fully into memory
     # mha: a GQA/MQA model with each KV head repeated (the same function, more KV cache): what GQA saves
     attention: Literal["native", "mha"] = "native"
-    # decode: fast — the static-cache flat-step greedy loop of backends/torch_fast.py (token-identical to generate);
+    # decode: fast — the static-cache flat-step greedy loop of backends/torch_fast.py over the gemv kernel
+    # (backends/gemv_kernel.py; float32 CPU; logits equal generate's to rounding, greedy tokens tested equal);
+    # exact — the same loop over ATen's own kernels (bit-identical logits to generate, ~2.7x slower on CPU fp32);
     # generate — transformers' model.generate. NOTE: stored rows from before this knob existed have the same job
     # keys (the default is left out of them) but were measured with generate: their decode tok/s, ITL and roofline
     # fraction are generate's, so a compare against them shows the fast path's gain, not a regression of either.
-    decode: Literal["fast", "generate"] = "fast"
+    decode: Literal["fast", "exact", "generate"] = "fast"
 
 
 @register_backend
@@ -67,12 +72,15 @@ class TorchEngine(Engine):
         self.decode_path = "generate"
         if variant.compile:
             self.decode_path = "generate (compiled by transformers)"
-        elif getattr(variant, "decode", "generate") == "fast":
+        elif getattr(variant, "decode", "generate") in ("fast", "exact"):
             from .torch_fast import FastDecoder, unsupported_reason
             why = unsupported_reason(model)
             if why is None:
                 self._fast = FastDecoder(model)
-                self.decode_path = FAST_TS if self._fast.capture() else FAST_PATH
+                step = self._fast.capture(kernel=variant.decode == "fast")
+                self.decode_path = FAST_PATHS[step]
+                if variant.decode == "fast" and step != "gemv" and self._fast.kernel_note:
+                    self.decode_path += f" (gemv kernel: {self._fast.kernel_note})"
                 self.compile_s = self._fast.compile_s  # TorchScript + warm-up: build time, not load time
             else:
                 self.decode_path = f"generate (the fast path does not run {why})"
