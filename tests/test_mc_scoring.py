@@ -50,13 +50,16 @@ def smollm2():
 
 
 @needs_data
-def test_torch_grouped_scores_equal_lm_eval_per_request(smollm2):
+@pytest.mark.parametrize("tree", [True, False], ids=["tree-mask", "two-pass"])
+def test_torch_grouped_scores_equal_lm_eval_per_request(smollm2, tree, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from slmbench.adapters import load_profile, make_adapter
     from slmbench.backends.torch_hf import TorchEngine
     from slmbench.lmeval_model import lm_class
+    from slmbench.mc_scoring import TorchScorer
     from slmbench.plan import Variant
+    monkeypatch.setattr(TorchScorer, "tree", tree)
     model = AutoModelForCausalLM.from_pretrained(str(smollm2), dtype="float32").eval()
     eng = TorchEngine(model, AutoTokenizer.from_pretrained(str(smollm2)), Variant(),
                       make_adapter(load_profile("local-cpu")), "test")  # no decode capture: scoring only
@@ -77,7 +80,7 @@ def test_torch_grouped_scores_equal_lm_eval_per_request(smollm2):
             assert max(len(c) + len(k) for _, c, k in reqs) > max_length + 1  # left truncation happens
         lm.mc_scoring = False
         want = lm._loglikelihood_tokens(reqs, disable_tqdm=True)
-        lm.mc_scoring, lm.mc_batch_tokens = True, 64  # small budget: several batches, padding in both passes
+        lm.mc_scoring, lm.mc_batch_tokens = True, 64  # small budget: several batches, padding everywhere
         got = lm._loglikelihood_tokens(reqs)
         assert len(got) == len(want) == len(reqs)
         for (key, _, _), (a, ga), (b, gb) in zip(reqs, got, want):

@@ -253,6 +253,13 @@ class FastDecoder:
                     part.copy_(m.weight)
                     m.weight.data = part  # the old storage goes (a tied embedding follows: same Parameter)
                     r += n
+            # the rest (norms, an untied embedding) out of a memory-mapped checkpoint too, so its mapping — and
+            # the resident copy of the weights in it — is released: steady RSS as without packing (measured
+            # 1,046 MB both on SmolLM2; 1,585 MB if the mapping is kept). The load's peak holds both copies.
+            buf = packed[0].untyped_storage().data_ptr()
+            for p in self.model.parameters():
+                if p.untyped_storage().data_ptr() != buf:
+                    p.data = p.data.clone()
         ws, eps = [], []
         for i, l in enumerate(base.layers):
             ws += [l.input_layernorm.weight, packed[4 * i], packed[4 * i + 1], l.post_attention_layernorm.weight,
