@@ -271,7 +271,8 @@ class TorchScorer:
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
             t = tgt_t[s:s + self.head_rows]
-            lp.append(torch.log_softmax(logits, -1).gather(1, t[:, None])[:, 0])
+            # log_softmax at the target only: x[t] - logsumexp(x), without writing a vocabulary-wide output
+            lp.append(logits.gather(1, t[:, None])[:, 0] - torch.logsumexp(logits, -1))
             greedy.append(logits.argmax(-1) == t)
         lp_l, greedy_l = torch.cat(lp).tolist(), torch.cat(greedy).tolist()
         res: dict = {}

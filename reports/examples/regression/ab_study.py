@@ -169,7 +169,8 @@ def summary(*paths: str):
         f"{r['trial']} {r['kind']} {decide_paired(r['a'], r['b'], True, RULE, True)[0]} "
         f"{decide_paired(r['a'], r['b'], True, RULE, True)[1]:+.1%}" for r in rows))
     la = [r["load_avg"] for r in rows]
-    print(f"\nLoad average (1 min) during the trials: {min(la):.1f}-{max(la):.1f} on 2 cores (contended).")
+    busy = "contended" if max(la) > 2.5 else "quiet: the study itself"
+    print(f"\nLoad average (1 min) during the trials: {min(la):.1f}-{max(la):.1f} on 2 cores ({busy}).")
 
 
 if __name__ == "__main__":
