@@ -1,25 +1,29 @@
-"""The torch backend's fast greedy decode (`decode: fast`, the default): the "gpt-fast" recipe on a CPU without an
-optimising compiler — a static KV cache and one single-token step per new token whose layer loop is captured once
-as TorchScript (`capture()`, at load: `compile_s`), no per-token Python beyond that call.
+"""The torch backend's fast greedy decode (`decode: fast`, the default; `decode: exact`): the "gpt-fast" recipe on a
+CPU without an optimising compiler — a static KV cache and one single-token step per new token whose layer loop is
+captured once as TorchScript (`capture()`, at load: `compile_s`), no per-token Python beyond that call.
 
 Why it is faster: `model.generate` spends most of a small model's decode step in Python, not in kernels — per token
 it prepares inputs, builds a mask, walks ~30 decorated module calls per layer with keyword plumbing, grows a
 DynamicCache by concatenation, runs logits processors and stopping criteria. The step here issues the same ATen
-kernels (the same matmuls, one per projection; the same RMSNorm, rotary and SDPA calls) straight from one loop over
-pre-fetched weights (one TorchScript call; an eager Python loop where capture does not apply: quantized or wrapped
-projections), writes K/V into a preallocated cache in place, and attends to a view of its filled part. Why not
-torch.compile: inductor fuses RMSNorm/rotary into its own kernels (other rounding: the same tokens only by luck) and
-the matmuls — most of the time — stay the same MKL calls; TorchScript without the (CPU-off) fuser keeps every ATen
-kernel and removes the Python between them.
+kernels (the same RMSNorm, rotary and SDPA calls) straight from one loop over pre-fetched weights (one TorchScript
+call; an eager Python loop where capture does not apply: quantized or wrapped projections), writes K/V into a
+preallocated cache in place, and attends to a view of its filled part. Why not torch.compile: inductor fuses
+RMSNorm/rotary into its own kernels (other rounding) and the matmuls stay the same MKL calls.
 
-Token identity with `model.generate` (greedy, min = max new tokens) is by construction, not by tolerance:
+The matrix-vector products are the rest of the story. torch's one-row F.linear is MKL's sgemv, single-threaded at
+~15 GB/s here, 35 of a 40 ms SmolLM2 step. `decode: fast` on a float32 CPU model runs them in slmbench's gemv
+kernel (backends/gemv_kernel.py) over weights fused (q|k|v, gate|up) and packed on huge pages: 2.4x the ATen step.
+
+Token identity with `model.generate` (greedy, min = max new tokens):
 - the prompt and the first new token ARE `model.generate(max_new_tokens=1)` (same prefill, same first token, and
   the TokenClock sees the prompt and the first token from transformers' own streamer calls);
-- every decode step computes the same ops on the same values as transformers' eager decode step with its
-  DynamicCache (keys of exactly the filled length, no mask, GQA inside SDPA), then masks EOS (as the
-  min_new_tokens processor does) and takes the argmax of the float32 logits.
-tests/test_fast_decode.py checks it bit for bit (logits per step, eager and captured) on a tiny random model and on
-SmolLM2, and token for token against `model.generate` (with a KV context, quantized, bf16, mha).
+- `decode: exact` (and `fast` where the kernel does not apply): every decode step computes the same ops on the same
+  values as transformers' eager decode step with its DynamicCache (keys of exactly the filled length, no mask, GQA
+  inside SDPA), then masks EOS (as the min_new_tokens processor does) and takes the argmax of the float32 logits —
+  identity by construction, tested bit for bit;
+- `decode: fast` with the kernel: the same step except each dot product's summation order, so logits equal to
+  rounding and the same tokens on every tested prompt (tests/test_fast_decode.py: the tiny model, and SmolLM2 on
+  synthetic, chat and text prompts) — by test, not by construction.
 
 Where it does not apply (an architecture other than Llama-style decoder layers, a sliding window, logits
 processors from the model's generation config, ...) `unsupported_reason()` says why and the engine runs `model.generate`
@@ -230,8 +234,8 @@ class FastDecoder:
 
     def _capture_gemv(self) -> None:
         """Pack the projection weights (fused q|k|v, gate|up; the LM head) into one huge-page buffer, re-point the
-        model's own parameters to views of it (model.generate reads the same values from there; the old storage is
-        freed as the copies fill), and compile the gemv layer loop."""
+        model's own parameters to views of it (model.generate reads the same values from there, and no second copy
+        stays resident), and compile the gemv layer loop."""
         import torch
         base, head = self.model.model, self.model.lm_head
         groups = []  # (fused source modules, ...) in buffer order
