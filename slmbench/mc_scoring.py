@@ -271,8 +271,9 @@ class TorchScorer:
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
             t = tgt_t[s:s + self.head_rows]
-            # log_softmax at the target only: x[t] - logsumexp(x), without writing a vocabulary-wide output
-            lp.append(logits.gather(1, t[:, None])[:, 0] - torch.logsumexp(logits, -1))
+            # lm-eval's own float32 log_softmax. x[t] - logsumexp(x) is closer to float64 (2e-6 vs 2e-5 per token)
+            # and 1.5% faster on PIQA, but it drifted from lm-eval's values by up to 4.1e-3 on long continuations
+            lp.append(torch.log_softmax(logits, -1).gather(1, t[:, None])[:, 0])
             greedy.append(logits.argmax(-1) == t)
         lp_l, greedy_l = torch.cat(lp).tolist(), torch.cat(greedy).tolist()
         res: dict = {}
