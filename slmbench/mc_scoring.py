@@ -5,7 +5,8 @@ the model four times. Here requests are grouped by their (effective) context; ea
 together with the continuations' common prefix (scored once), its KV cache is copied to one row per continuation,
 and what is left of each continuation is scored in one padded batch on it.
 Prefixes and continuation tails are batched apart, each sorted on its own length under a token budget, and the LM
-head runs only on the positions that are scored (lm-eval computes — and log-softmaxes — the full vocabulary at every context position too).
+head runs only on the positions that are scored (lm-eval computes — and log-softmaxes — the full vocabulary at
+every context position too).
 
 The numbers are lm-eval's own definition (HFLM._loglikelihood_tokens, lm-eval 0.4.13):
 - the window is (context + continuation)[-(max_length + 1):] and the continuation is its last len(cont) tokens, so
@@ -119,12 +120,13 @@ class TorchScorer:
     spent as long copying, concatenating and GQA-repeating the per-row KV caches as in its matmuls.
 
     Where one mask cannot serve every layer — a sliding-window model whose packed sequence is longer than the
-    window — the two-pass scheme (`_run`) runs instead. Per run of groups (`chunks`): pass 1 encodes the prefixes (context + shared continuation prefix) in batches
-    sorted by prefix length, right-padded (causal: padding never reaches a real token), and keeps each prefix's KV
-    cache and the hidden states of its scored positions. Pass 2 scores every continuation's tail[:-1] in batches
-    sorted by TAIL length — each row on a copy of its own prefix's cache, padded to the batch's longest prefix and
-    masked there, positions continuing from the prefix's length. Sorting each pass on its own length keeps padding
-    small in both (sorting both on one key padded ARC-Easy's tails 3.1x and PIQA's prefixes 2.8x)."""
+    window — the two-pass scheme (`_run`) runs instead. Per run of groups (`chunks`): pass 1 encodes the prefixes
+    (context + shared continuation prefix) in batches sorted by prefix length, right-padded (causal: padding never
+    reaches a real token), and keeps each prefix's KV cache and the hidden states of its scored positions. Pass 2
+    scores every continuation's tail[:-1] in batches sorted by TAIL length — each row on a copy of its own prefix's
+    cache, padded to the batch's longest prefix and masked there, positions continuing from the prefix's length.
+    Sorting each pass on its own length keeps padding small in both (sorting both on one key padded ARC-Easy's
+    tails 3.1x and PIQA's prefixes 2.8x)."""
 
     tree = True  # False: every group through the two-pass scheme (tests compare both)
 
@@ -181,22 +183,8 @@ class TorchScorer:
             starts.append(at)
         h = self.decoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                          use_cache=False).last_hidden_state
-        sel, tgt, owner = [], [], []
-        for b, g in enumerate(gs):
-            every, last = [(g.ctx, k) for k in g.tails], len(g.prefix) - 1
-            for j, t in enumerate(g.shared):  # the shared prefix, scored once for all its continuations
-                sel.append(h[b, len(g.ctx) - 1 + j])
-                tgt.append(t)
-                owner.append(every)
-            for k, t in g.tails.items():
-                sel.append(h[b, last])
-                tgt.append(t[0])
-                owner.append([(g.ctx, k)])
-                if len(t) > 1:
-                    sel.extend(h[b, starts[b][k]:starts[b][k] + len(t) - 1])
-                    tgt.extend(t[1:])
-                    owner.extend([[(g.ctx, k)]] * (len(t) - 1))
-        return self._head(sel, tgt, owner)
+        return self._head(gs, lambda b: h[b, len(gs[b].ctx) - 1:len(gs[b].prefix)],
+                          lambda b, k: h[b, starts[b][k]:starts[b][k] + len(gs[b].tails[k]) - 1])
 
     def _run(self, gs: list[Group]) -> dict:
         import torch
@@ -242,27 +230,28 @@ class TorchScorer:
             for r, (i, k) in enumerate(batch):
                 tail_h[(i, k)] = h2[r, :len(gs[i].tails[k]) - 1]
         del kv
-        # every scored position's hidden state, its target and who it counts for: one head call (in chunks)
+        return self._head(gs, hid.__getitem__, lambda i, k: tail_h[(i, k)])
+
+    def _head(self, gs: list[Group], prefix_h, tail_h) -> dict:
+        """Log-likelihoods of every group's continuations, from the hidden states of its scored positions:
+        prefix_h(b) = group b's prefix from its context's last token on (one row per shared token, then the row that
+        predicts each tail's first token), tail_h(b, k) = the rows of tail k[:-1]. One head call (in chunks)."""
+        import torch
         sel, tgt, owner = [], [], []
-        for i, g in enumerate(gs):
-            every = [(g.ctx, k) for k in g.tails]
-            h = hid[i]
+        for b, g in enumerate(gs):
+            every, hp = [(g.ctx, k) for k in g.tails], prefix_h(b)
             for j, t in enumerate(g.shared):  # the shared prefix, scored once for all its continuations
-                sel.append(h[j])
+                sel.append(hp[j])
                 tgt.append(t)
                 owner.append(every)
             for k, t in g.tails.items():
-                sel.append(h[-1])
+                sel.append(hp[-1])
                 tgt.append(t[0])
                 owner.append([(g.ctx, k)])
                 if len(t) > 1:
-                    sel.extend(tail_h[(i, k)])
+                    sel.extend(tail_h(b, k))
                     tgt.extend(t[1:])
                     owner.extend([[(g.ctx, k)]] * (len(t) - 1))
-        return self._head(sel, tgt, owner)
-
-    def _head(self, sel: list, tgt: list, owner: list) -> dict:
-        import torch
         h = torch.stack(sel)
         tgt_t = torch.tensor(tgt, device=self.device)
         lp, greedy = [], []

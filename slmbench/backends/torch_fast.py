@@ -76,6 +76,19 @@ def unsupported_reason(model) -> str | None:
     return None
 
 
+# Rotary, the K/V write into the static cache and SDPA over its filled part: one decode step's attention, shared by
+# both captured layer loops below (TorchScript inlines the call: the same ops as the eager loop in `step`).
+_ATTEND_TS = """
+def attend(q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor, kc: Tensor, vc: Tensor, pos: int, half: int,
+           scaling: float, gqa: bool) -> Tensor:
+    q = (q * cos) + (q.roll(half, -1) * sin)
+    k = (k * cos) + (k.roll(half, -1) * sin)
+    kc.narrow(2, pos, 1).copy_(k)
+    vc.narrow(2, pos, 1).copy_(v)
+    return torch.nn.functional.scaled_dot_product_attention(q, kc.narrow(2, 0, pos + 1), vc.narrow(2, 0, pos + 1),
+                                                            None, 0.0, False, scale=scaling, enable_gqa=gqa)
+"""
+
 # The layer loop of `FastDecoder.step` as TorchScript (when every projection is a plain bias-free nn.Linear and the
 # activation is SiLU): one interpreter call per token instead of ~40 Python→ATen calls per layer. The same ATen ops
 # as the eager loop below (no fusion: the CPU fuser is off by default), so the same values, bit for bit.
@@ -83,22 +96,14 @@ _LAYERS_TS = """
 def layers(h: Tensor, cos: Tensor, sin: Tensor, ws: List[Tensor], eps: List[float], kcs: List[Tensor],
            vcs: List[Tensor], pos: int, hd: int, scaling: float, gqa: bool, f32: bool) -> Tensor:
     half = hd // 2
-    n = pos + 1
     for i in range(len(kcs)):
-        kc = kcs[i]
-        vc = vcs[i]
         x = h if f32 else h.to(torch.float32)
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps[2 * i])
         x = ws[9 * i] * (x if f32 else x.to(h.dtype))
         q = torch.nn.functional.linear(x, ws[9 * i + 1]).view(1, -1, 1, hd)
         k = torch.nn.functional.linear(x, ws[9 * i + 2]).view(1, -1, 1, hd)
         v = torch.nn.functional.linear(x, ws[9 * i + 3]).view(1, -1, 1, hd)
-        q = (q * cos) + (q.roll(half, -1) * sin)
-        k = (k * cos) + (k.roll(half, -1) * sin)
-        kc.narrow(2, pos, 1).copy_(k)
-        vc.narrow(2, pos, 1).copy_(v)
-        a = torch.nn.functional.scaled_dot_product_attention(q, kc.narrow(2, 0, n), vc.narrow(2, 0, n), None, 0.0,
-                                                             False, scale=scaling, enable_gqa=gqa)
+        a = attend(q, k, v, cos, sin, kcs[i], vcs[i], pos, half, scaling, gqa)
         h = h + torch.nn.functional.linear(a.reshape(1, 1, -1), ws[9 * i + 4])
         x = h if f32 else h.to(torch.float32)
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps[2 * i + 1])
@@ -114,21 +119,13 @@ _LAYERS_GEMV = """
 def layers(h: Tensor, cos: Tensor, sin: Tensor, ws: List[Tensor], eps: List[float], kcs: List[Tensor],
            vcs: List[Tensor], pos: int, hd: int, scaling: float, gqa: bool, nq: int, nkv: int, ffn: int) -> Tensor:
     half = hd // 2
-    n = pos + 1
     for i in range(len(kcs)):
-        kc = kcs[i]
-        vc = vcs[i]
         x = ws[6 * i] * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps[2 * i]))
         qkv = torch.ops.slmbench.gemv(x, ws[6 * i + 1])
         q = qkv.narrow(-1, 0, nq).view(1, -1, 1, hd)
         k = qkv.narrow(-1, nq, nkv).view(1, -1, 1, hd)
         v = qkv.narrow(-1, nq + nkv, nkv).view(1, -1, 1, hd)
-        q = (q * cos) + (q.roll(half, -1) * sin)
-        k = (k * cos) + (k.roll(half, -1) * sin)
-        kc.narrow(2, pos, 1).copy_(k)
-        vc.narrow(2, pos, 1).copy_(v)
-        a = torch.nn.functional.scaled_dot_product_attention(q, kc.narrow(2, 0, n), vc.narrow(2, 0, n), None, 0.0,
-                                                             False, scale=scaling, enable_gqa=gqa)
+        a = attend(q, k, v, cos, sin, kcs[i], vcs[i], pos, half, scaling, gqa)
         h = h + torch.ops.slmbench.gemv(a.reshape(1, 1, -1), ws[6 * i + 2])
         x = ws[6 * i + 3] * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps[2 * i + 1]))
         gu = torch.ops.slmbench.gemv(x, ws[6 * i + 4])
@@ -215,14 +212,13 @@ class FastDecoder:
                 step = "gemv"
             self.kernel_note = gemv_kernel.reason()
         if step == "aten":
-            ws, eps = [], []
+            ws = []
             for l in base.layers:
                 a, m = l.self_attn, l.mlp
                 ws += [l.input_layernorm.weight, a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight,
                        l.post_attention_layernorm.weight, m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight]
-                eps += [float(l.input_layernorm.variance_epsilon), float(l.post_attention_layernorm.variance_epsilon)]
-            self._ts = (torch.jit.CompilationUnit(_LAYERS_TS).layers, ws, eps, float(self.layers[0][7]),
-                        bool(self.layers[0][8]))
+            self._ts = (torch.jit.CompilationUnit(_ATTEND_TS + _LAYERS_TS).layers, ws, self._eps(),
+                        float(self.layers[0][7]), bool(self.layers[0][8]))
         device = base.embed_tokens.weight.device
         self._ensure_cache(4, device)
         with torch.inference_mode():
@@ -264,15 +260,19 @@ class FastDecoder:
             for p in self.model.parameters():
                 if p.untyped_storage().data_ptr() != buf:
                     p.data = p.data.clone()
-        ws, eps = [], []
+        ws = []
         for i, l in enumerate(base.layers):
             ws += [l.input_layernorm.weight, packed[4 * i], packed[4 * i + 1], l.post_attention_layernorm.weight,
                    packed[4 * i + 2], packed[4 * i + 3]]
-            eps += [float(l.input_layernorm.variance_epsilon), float(l.post_attention_layernorm.variance_epsilon)]
         a0, m0 = base.layers[0].self_attn, base.layers[0].mlp
         dims = (a0.q_proj.weight.shape[0], a0.k_proj.weight.shape[0], m0.gate_proj.weight.shape[0])
-        self._gemv = (torch.jit.CompilationUnit(_LAYERS_GEMV).layers, ws, eps, float(self.layers[0][7]),
+        self._gemv = (torch.jit.CompilationUnit(_ATTEND_TS + _LAYERS_GEMV).layers, ws, self._eps(),
+                      float(self.layers[0][7]),
                       bool(self.layers[0][8]), dims, packed[-1] if fuse_head else None)
+
+    def _eps(self) -> list[float]:
+        """The two RMSNorm epsilons of every layer, in layer order (the captured loops' `eps`)."""
+        return [float(e) for layer in self.layers for e in (layer[1], layer[10])]
 
     # --- the static cache ---------------------------------------------------------------------------------------
     def _ensure_cache(self, n: int, device) -> None:
